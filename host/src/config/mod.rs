@@ -1,0 +1,577 @@
+//! The config file: YAML or JSON with s3db.js ReplicatorPlugin option names.
+//!
+//! It is read once into typed, validated structures; every problem is reported with its key
+//! path, and nothing downstream ever looks at raw config values again.
+
+mod interpolate;
+pub mod resources;
+pub mod section;
+
+use serde_json::Value;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::drivers::postgresql::PostgresConfig;
+use crate::drivers::webhook::WebhookConfig;
+pub use resources::{ActionSet, Route, TransformRef};
+use section::{Problem, Problems, Section, index, join};
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// A string that must never be printed: tokens, passwords, signing secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub path: PathBuf,
+    /// Intake answers 503 once the events not yet delivered everywhere take this much space.
+    pub max_bytes: u64,
+    /// Delivered events are kept this long so a replicator can be rewound.
+    pub retention: Duration,
+    /// How many replication-log entries are kept.
+    pub log_retention: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryStrategy {
+    Exponential,
+    Fixed,
+}
+
+/// How the pipeline delivers for one replicator: batching, retries, parallelism.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPolicy {
+    pub batch_size: usize,
+    /// Retries after the first attempt (so `3` means up to 4 attempts).
+    pub max_retries: u32,
+    /// Limit of one delivery attempt.
+    pub timeout: Duration,
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    pub retry_strategy: RetryStrategy,
+    /// Batches in flight at once (different keys only).
+    pub concurrency: usize,
+    /// How long a partly filled batch may wait for more events.
+    pub linger: Duration,
+    /// Events held in memory per replicator; the rest of the backlog stays on disk.
+    pub buffer_events: usize,
+    pub log_successes: bool,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            batch_size: 100,
+            max_retries: 3,
+            timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(60),
+            retry_strategy: RetryStrategy::Exponential,
+            concurrency: 4,
+            linger: Duration::from_millis(5),
+            buffer_events: 10_000,
+            log_successes: false,
+        }
+    }
+}
+
+/// The drivers a replicator can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    S3db,
+    Postgresql,
+    Sqs,
+    Bigquery,
+    Webhook,
+    Wasm,
+}
+
+impl DriverKind {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "s3db" => DriverKind::S3db,
+            "postgresql" | "postgres" => DriverKind::Postgresql,
+            "sqs" => DriverKind::Sqs,
+            "bigquery" => DriverKind::Bigquery,
+            "webhook" => DriverKind::Webhook,
+            "wasm" => DriverKind::Wasm,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::S3db => "s3db",
+            DriverKind::Postgresql => "postgresql",
+            DriverKind::Sqs => "sqs",
+            DriverKind::Bigquery => "bigquery",
+            DriverKind::Webhook => "webhook",
+            DriverKind::Wasm => "wasm",
+        }
+    }
+}
+
+/// A driver's own options, validated.
+#[derive(Debug, Clone)]
+pub enum DriverConfig {
+    Webhook(WebhookConfig),
+    Postgresql(PostgresConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    pub id: String,
+    pub driver: DriverKind,
+    /// A disabled replicator is paused: events are kept for it, nothing is dropped.
+    pub enabled: bool,
+    pub routes: Vec<Route>,
+    pub delivery: DeliveryPolicy,
+    pub driver_config: DriverConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub journal: JournalConfig,
+    pub enabled: bool,
+    pub verbose: bool,
+    pub persist_replicator_log: bool,
+    pub replicator_log_resource: String,
+    pub log_errors: bool,
+    pub replicators: Vec<ReplicatorConfig>,
+}
+
+impl Default for Config {
+    /// The embedded default: local journal, local HTTP, no replicators.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+                token: None,
+                max_body_bytes: 16 * 1024 * 1024,
+                log_format: LogFormat::Human,
+            },
+            journal: JournalConfig {
+                path: PathBuf::from("./replicator-data"),
+                max_bytes: 8 * 1024 * 1024 * 1024,
+                retention: Duration::ZERO,
+                log_retention: 100_000,
+            },
+            enabled: true,
+            verbose: false,
+            persist_replicator_log: false,
+            replicator_log_resource: "replicator_logs".into(),
+            log_errors: true,
+            replicators: Vec::new(),
+        }
+    }
+}
+
+/// Reads and validates a config file (`.yaml`, `.yml` or `.json`).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    parse_text(&text, is_json, &|k| std::env::var(k).ok()).map_err(|e| match e {
+        ParseError::Syntax(message) => ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        },
+        ParseError::Invalid(problems) => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        },
+    })
+}
+
+pub enum ParseError {
+    Syntax(String),
+    Invalid(Vec<Problem>),
+}
+
+/// Parses config text; `env` resolves `${VAR}`.
+pub fn parse_text(
+    text: &str,
+    is_json: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ParseError> {
+    let mut value: Value = if is_json {
+        serde_json::from_str(text).map_err(|e| ParseError::Syntax(format!("invalid JSON: {e}")))?
+    } else {
+        serde_yaml_ng::from_str(text)
+            .map_err(|e| ParseError::Syntax(format!("invalid YAML: {e}")))?
+    };
+    let problems = Problems::default();
+    interpolate::interpolate(&mut value, "", env, &problems);
+    let config = normalise(&value, &problems);
+    let list = problems.into_vec();
+    match config {
+        Some(c) if list.is_empty() => Ok(c),
+        _ => Err(ParseError::Invalid(list)),
+    }
+}
+
+fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
+    let mut root = Section::open(value, String::new(), problems)?;
+    let mut config = Config::default();
+    if let Some(mut s) = root.section("server") {
+        server(&mut s, &mut config.server);
+        s.finish();
+    }
+    if let Some(mut s) = root.section("journal") {
+        journal(&mut s, &mut config.journal);
+        s.finish();
+    }
+    if root.value("plugins").is_some() {
+        root.problem(
+            "plugins",
+            "the Wasm plugin runtime is not part of this build yet",
+        );
+    }
+    config.enabled = root.bool("enabled").unwrap_or(true);
+    config.verbose = root.bool("verbose").unwrap_or(false);
+    config.persist_replicator_log = root.bool("persistReplicatorLog").unwrap_or(false);
+    config.log_errors = root.bool("logErrors").unwrap_or(true);
+    if let Some(name) = root.string("replicatorLogResource") {
+        config.replicator_log_resource = name;
+    }
+    // Accepted so a pasted s3db.js config validates; every replicator already runs on its own.
+    root.u64("replicatorConcurrency");
+    let mut defaults = DeliveryPolicy::default();
+    delivery(&mut root, &mut defaults);
+    match root.value("replicators") {
+        Some(Value::Array(list)) => {
+            for (i, item) in list.iter().enumerate() {
+                if let Some(r) = replicator(item, i, &defaults, problems) {
+                    config.replicators.push(r);
+                }
+            }
+            for (i, r) in config.replicators.iter().enumerate() {
+                if config.replicators[..i].iter().any(|o| o.id == r.id) {
+                    problems.add(
+                        join(&index("replicators", i), "id"),
+                        format!("duplicate replicator id \"{}\"", r.id),
+                    );
+                }
+            }
+        }
+        Some(other) => root.problem(
+            "replicators",
+            format!(
+                "must be a list of replicators, found {}",
+                crate::event::kind_of(other)
+            ),
+        ),
+        None => {}
+    }
+    root.finish();
+    Some(config)
+}
+
+fn server(s: &mut Section, out: &mut ServerConfig) {
+    if let Some(listen) = s.string("listen") {
+        match listen.parse() {
+            Ok(addr) => out.listen = addr,
+            Err(_) => s.problem(
+                "listen",
+                format!("must be an address like 127.0.0.1:7700, found \"{listen}\""),
+            ),
+        }
+    }
+    out.token = s.string("token").map(Secret::new);
+    if let Some(n) = s.bytes("maxBodyBytes") {
+        out.max_body_bytes = n as usize;
+    }
+    if let Some(f) = s.choice("logFormat", &["human", "json"]) {
+        out.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        };
+    }
+}
+
+fn journal(s: &mut Section, out: &mut JournalConfig) {
+    if let Some(p) = s.string("path") {
+        out.path = p.into();
+    }
+    if let Some(n) = s.bytes("maxBytes") {
+        out.max_bytes = n;
+    }
+    if let Some(d) = s.duration("retention") {
+        out.retention = d;
+    }
+    if let Some(n) = s.u64("logRetention") {
+        out.log_retention = n;
+    }
+}
+
+/// Pipeline options, valid at the top level (defaults) and per replicator.
+fn delivery(s: &mut Section, out: &mut DeliveryPolicy) {
+    if let Some(n) = s.u64_in("batchSize", 1, 10_000) {
+        out.batch_size = n as usize;
+    }
+    if let Some(n) = s.u64_in("maxRetries", 0, 1_000) {
+        out.max_retries = n as u32;
+    }
+    if let Some(d) = s.duration("timeout") {
+        out.timeout = d;
+    }
+    if let Some(d) = s.duration("retryDelay") {
+        out.retry_delay = d;
+    }
+    if let Some(d) = s.duration("maxRetryDelay") {
+        out.max_retry_delay = d;
+    }
+    if let Some(r) = s.choice("retryStrategy", &["exponential", "fixed"]) {
+        out.retry_strategy = if r == "fixed" {
+            RetryStrategy::Fixed
+        } else {
+            RetryStrategy::Exponential
+        };
+    }
+    if let Some(n) = s.u64_in("concurrency", 1, 256) {
+        out.concurrency = n as usize;
+    }
+    if let Some(d) = s.duration("linger") {
+        out.linger = d;
+    }
+    if let Some(n) = s.u64_in("bufferEvents", 100, 10_000_000) {
+        out.buffer_events = n as usize;
+    }
+    if let Some(b) = s.bool("logSuccesses") {
+        out.log_successes = b;
+    }
+}
+
+const REPLICATOR_KEYS: [&str; 5] = ["id", "driver", "resources", "config", "enabled"];
+const DELIVERY_KEYS: [&str; 10] = [
+    "batchSize",
+    "maxRetries",
+    "timeout",
+    "retryDelay",
+    "maxRetryDelay",
+    "retryStrategy",
+    "concurrency",
+    "linger",
+    "bufferEvents",
+    "logSuccesses",
+];
+
+fn replicator(
+    value: &Value,
+    i: usize,
+    defaults: &DeliveryPolicy,
+    problems: &Problems,
+) -> Option<ReplicatorConfig> {
+    let path = index("replicators", i);
+    let mut s = Section::open(value, path.clone(), problems)?;
+    let driver_name = s.required_string("driver");
+    let driver = driver_name.as_deref().and_then(|name| {
+        let kind = DriverKind::parse(name);
+        if kind.is_none() {
+            s.problem(
+                "driver",
+                format!(
+                    "unknown driver \"{name}\" (expected s3db, postgresql, sqs, bigquery, webhook or wasm)"
+                ),
+            );
+        }
+        kind
+    });
+    let id = s
+        .string("id")
+        .unwrap_or_else(|| format!("{}-{i}", driver_name.as_deref().unwrap_or("replicator")));
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        s.problem(
+            "id",
+            format!("must use only letters, digits, '-', '_' and '.', found \"{id}\""),
+        );
+    }
+    let enabled = s.bool("enabled").unwrap_or(true);
+    let mut policy = defaults.clone();
+    delivery(&mut s, &mut policy);
+    let resources_path = s.path_of("resources");
+    let routes = match (s.value("resources"), driver) {
+        (Some(v), Some(kind)) => resources::parse(v, &resources_path, kind, problems),
+        (None, _) => {
+            s.problem("resources", "is required");
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+
+    // s3db.js merges every other replicator key into `config`; so do we, keeping where it was written.
+    let mut merged = match s.value("config") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => {
+            s.problem(
+                "config",
+                format!("must be an object, found {}", crate::event::kind_of(other)),
+            );
+            Default::default()
+        }
+        None => Default::default(),
+    };
+    let mut origins = std::collections::HashMap::new();
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            if !REPLICATOR_KEYS.contains(&k.as_str()) && !DELIVERY_KEYS.contains(&k.as_str()) {
+                merged.insert(k.clone(), v.clone());
+                origins.insert(k.clone(), join(&path, k));
+            }
+        }
+        // Mark them read here; the driver's own reader reports the unknown ones.
+        for k in origins.keys() {
+            s.value(k);
+        }
+    }
+    s.finish();
+    let merged = Value::Object(merged);
+    let mut cs = Section::open(&merged, join(&path, "config"), problems)?.with_origins(origins);
+    let driver_config = match driver? {
+        DriverKind::Webhook => {
+            let c = crate::drivers::webhook::config::parse(&mut cs);
+            if let Some(c) = &c {
+                c.adjust_delivery(&mut policy);
+            }
+            c.map(DriverConfig::Webhook)
+        }
+        DriverKind::Postgresql => {
+            crate::drivers::postgresql::config::parse(&mut cs).map(DriverConfig::Postgresql)
+        }
+        other => {
+            problems.add(
+                join(&path, "driver"),
+                format!(
+                    "driver \"{}\" is not available in this build yet (available: postgresql, webhook)",
+                    other.name()
+                ),
+            );
+            return None;
+        }
+    };
+    cs.finish();
+    Some(ReplicatorConfig {
+        id,
+        driver: driver?,
+        enabled,
+        routes,
+        delivery: policy,
+        driver_config: driver_config?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match parse_text(yaml, false, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(ParseError::Syntax(s)) => vec![s],
+            Err(ParseError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let p = problems(
+            r#"
+batchSize: 0
+replicators:
+  - driver: webhook
+    resources: {users: {actions: [inserted]}}
+    config: {url: "ftp://x", method: GET}
+  - driver: postgres
+    resources: [users]
+    connectionstring: "postgres://x"
+  - driver: mongo
+    resources: [a]
+"#,
+        );
+        let expected = [
+            "batchSize: must be between 1 and 10000, found 0",
+            "replicators[0].resources.users.actions[0]: unknown action \"inserted\" (expected insert, update or delete)",
+            "replicators[0].config.url: must be an http:// or https:// URL, found \"ftp://x\"",
+            "replicators[0].config.method: unknown value \"GET\" (expected POST, PUT, PATCH)",
+            "replicators[1].config.connectionString: is required",
+            "replicators[1].connectionstring: unknown option \"connectionstring\" (did you mean \"connectionString\"?)",
+            "replicators[2].driver: unknown driver \"mongo\" (expected s3db, postgresql, sqs, bigquery, webhook or wasm)",
+        ];
+        for e in expected {
+            assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expected.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn json_config_with_top_level_driver_keys_and_defaults() {
+        let c = parse_text(
+            r#"{"maxRetries": 5, "replicators": [{"driver": "webhook", "resources": ["users"], "url": "http://127.0.0.1:9/h", "retries": 2}]}"#,
+            true,
+            &|_| None,
+        )
+        .ok()
+        .unwrap();
+        let r = &c.replicators[0];
+        assert_eq!(r.id, "webhook-0");
+        assert_eq!(
+            r.delivery.max_retries, 2,
+            "the driver's retries override maxRetries"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The `resources` option in all its syntaxes, normalised into routes.
+//!
+//! A route says: events of source `resource` with one of `actions` go to `destination`
+//! (an s3db resource, a table, a queue...), optionally through a transform.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+use super::DriverKind;
+use super::section::{Problems, Section, index, join};
+use crate::event::{Action, kind_of};
+
+/// Which actions a route replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionSet([bool; 3]);
+
+impl ActionSet {
+    pub const ALL: ActionSet = ActionSet([true; 3]);
+
+    pub fn contains(self, action: Action) -> bool {
+        self.0[action as usize]
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| self.contains(*a))
+            .map(Action::as_str)
+            .collect()
+    }
+}
+
+/// A reference to a Wasm transform component, kept for the plugin runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformRef {
+    pub component: PathBuf,
+    pub config: Value,
+}
+
+/// Source resource -> destination, for one replicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub resource: String,
+    pub destination: String,
+    pub actions: ActionSet,
+    pub transform: Option<TransformRef>,
+}
+
+/// Parses `resources` (at `path`) for a replicator of `driver`.
+pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems) -> Vec<Route> {
+    let mut routes = Vec::new();
+    match value {
+        // 1. a list of names
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(name) if !name.trim().is_empty() => routes.push(Route {
+                        resource: name.clone(),
+                        destination: name.clone(),
+                        actions: ActionSet::ALL,
+                        transform: None,
+                    }),
+                    other => problems.add(
+                        index(path, i),
+                        format!("must be a resource name, found {}", kind_of(other)),
+                    ),
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (resource, target) in map {
+                let at = join(path, resource);
+                match target {
+                    // 5. multi-destination
+                    Value::Array(targets) => {
+                        if targets.is_empty() {
+                            problems.add(&at, "lists no destinations");
+                        }
+                        for (i, t) in targets.iter().enumerate() {
+                            if let Some(r) =
+                                destination(resource, t, &index(&at, i), driver, problems, false)
+                            {
+                                routes.push(r);
+                            }
+                        }
+                    }
+                    t => {
+                        if let Some(r) = destination(resource, t, &at, driver, problems, true) {
+                            routes.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        other => problems.add(
+            path,
+            format!(
+                "must be a list of resource names or a map of resource to destination, found {}",
+                kind_of(other)
+            ),
+        ),
+    }
+    if routes.is_empty() && matches!(value, Value::Array(a) if a.is_empty()) {
+        problems.add(path, "lists no resources");
+    }
+    routes
+}
+
+/// One destination of `resource`: `true`, a name (2) or an object (3, 4).
+fn destination(
+    resource: &str,
+    target: &Value,
+    path: &str,
+    driver: DriverKind,
+    problems: &Problems,
+    allow_bool: bool,
+) -> Option<Route> {
+    let plain = |destination: &str| Route {
+        resource: resource.to_string(),
+        destination: destination.to_string(),
+        actions: ActionSet::ALL,
+        transform: None,
+    };
+    match target {
+        Value::Bool(true) if allow_bool => Some(plain(resource)),
+        Value::Bool(false) if allow_bool => None,
+        Value::String(name) if !name.trim().is_empty() => Some(plain(name)),
+        Value::Object(_) => {
+            let mut s = Section::open(target, path.to_string(), problems)?;
+            let mut name = None;
+            for key in name_keys(driver) {
+                if let Some(n) = s.string(key) {
+                    if name.is_some() {
+                        s.problem(
+                            key,
+                            format!(
+                                "conflicts with another destination name; give one of {}",
+                                name_keys(driver).join(", ")
+                            ),
+                        );
+                    }
+                    name = Some(n);
+                }
+            }
+            let actions = s
+                .value("actions")
+                .map(|v| actions(v, &s.path_of("actions"), problems))
+                .unwrap_or(ActionSet::ALL);
+            let transform = s
+                .value("transform")
+                .and_then(|v| transform(v, &s.path_of("transform"), problems));
+            for key in s.unread() {
+                if ALL_NAME_KEYS.contains(&key.as_str()) {
+                    s.problem(
+                        key,
+                        format!(
+                            "does not apply to driver {} (use {})",
+                            driver.name(),
+                            name_keys(driver).join(" or ")
+                        ),
+                    );
+                }
+            }
+            s.finish();
+            Some(Route {
+                resource: resource.to_string(),
+                destination: name.unwrap_or_else(|| resource.to_string()),
+                actions,
+                transform,
+            })
+        }
+        other => {
+            let expected = if allow_bool {
+                "true, a destination name, an object or a list of destinations"
+            } else {
+                "a destination name or an object"
+            };
+            problems.add(
+                path,
+                format!("must be {expected}, found {}", kind_of(other)),
+            );
+            None
+        }
+    }
+}
+
+const ALL_NAME_KEYS: [&str; 5] = ["resource", "table", "queue", "queueUrl", "queueName"];
+
+/// The keys that name a destination for each driver.
+fn name_keys(driver: DriverKind) -> &'static [&'static str] {
+    match driver {
+        DriverKind::Postgresql | DriverKind::Bigquery => &["table", "resource"],
+        DriverKind::Sqs => &["queue", "queueUrl", "queueName", "resource"],
+        DriverKind::S3db | DriverKind::Webhook | DriverKind::Wasm => &["resource"],
+    }
+}
+
+fn actions(value: &Value, path: &str, problems: &Problems) -> ActionSet {
+    let Value::Array(items) = value else {
+        problems.add(
+            path,
+            format!(
+                "must be a list such as [insert, update, delete], found {}",
+                kind_of(value)
+            ),
+        );
+        return ActionSet::ALL;
+    };
+    if items.is_empty() {
+        problems.add(
+            path,
+            "must name at least one action (insert, update, delete)",
+        );
+        return ActionSet::ALL;
+    }
+    let mut set = [false; 3];
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().map(|s| (s, Action::parse(s))) {
+            Some((_, Some(a))) => set[a as usize] = true,
+            Some((s, None)) => problems.add(
+                index(path, i),
+                format!("unknown action \"{s}\" (expected insert, update or delete)"),
+            ),
+            None => problems.add(
+                index(path, i),
+                format!("must be an action name, found {}", kind_of(item)),
+            ),
+        }
+    }
+    ActionSet(set)
+}
+
+fn transform(value: &Value, path: &str, problems: &Problems) -> Option<TransformRef> {
+    let parsed = match value {
+        Value::String(p) if p.ends_with(".wasm") => Some(TransformRef {
+            component: p.into(),
+            config: Value::Null,
+        }),
+        Value::String(p) => {
+            problems.add(
+                path,
+                format!("must be the path of a .wasm component, found \"{p}\""),
+            );
+            None
+        }
+        Value::Object(_) => {
+            let mut s = Section::open(value, path.to_string(), problems)?;
+            let component = s.required_string("component");
+            let config = s.value("config").cloned().unwrap_or(Value::Null);
+            s.finish();
+            component.map(|c| TransformRef {
+                component: c.into(),
+                config,
+            })
+        }
+        other => {
+            problems.add(
+                path,
+                format!(
+                    "must be a component path or {{component, config}}, found {}",
+                    kind_of(other)
+                ),
+            );
+            None
+        }
+    };
+    if let Some(t) = &parsed {
+        problems.add(
+            path,
+            format!(
+                "transform {} cannot run: this build has no Wasm plugin runtime yet, so transforms are not applied (remove it or use a build with plugins)",
+                t.component.display()
+            ),
+        );
+    }
+    parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn routes(v: Value, driver: DriverKind) -> (Vec<Route>, Vec<String>) {
+        let problems = Problems::default();
+        let r = parse(&v, "resources", driver, &problems);
+        (
+            r,
+            problems
+                .into_vec()
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_syntax() {
+        let (r, p) = routes(json!(["users", "orders"]), DriverKind::Webhook);
+        assert!(p.is_empty());
+        assert_eq!(r.len(), 2);
+
+        let (r, p) = routes(
+            json!({
+                "users": "people",
+                "orders": {"table": "order_rows", "actions": ["insert", "update"]},
+                "carts": true,
+                "skipped": false,
+                "events": ["events_a", {"table": "events_b", "actions": ["delete"]}]
+            }),
+            DriverKind::Postgresql,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let names: Vec<_> = r
+            .iter()
+            .map(|r| (r.resource.as_str(), r.destination.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("carts", "carts"),
+                ("events", "events_a"),
+                ("events", "events_b"),
+                ("orders", "order_rows"),
+                ("users", "people")
+            ]
+        );
+        assert!(!r[3].actions.contains(Action::Delete));
+        assert_eq!(r[2].actions.names(), ["delete"]);
+    }
+
+    #[test]
+    fn bad_actions_and_keys_are_named() {
+        let (_, p) = routes(
+            json!({"users": {"actions": ["inserted"], "table": "x"}}),
+            DriverKind::Webhook,
+        );
+        assert_eq!(
+            p[0],
+            "resources.users.actions[0]: unknown action \"inserted\" (expected insert, update or delete)"
+        );
+        assert!(
+            p[1].starts_with("resources.users.table: does not apply to driver webhook"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn transforms_are_parsed_and_refused_until_plugins_exist() {
+        let (r, p) = routes(
+            json!({"users": {"transform": {"component": "t.wasm", "config": {"a": 1}}}}),
+            DriverKind::S3db,
+        );
+        assert_eq!(r[0].transform.as_ref().unwrap().config, json!({"a": 1}));
+        assert!(p[0].contains("no Wasm plugin runtime"), "{p:?}");
+    }
+}

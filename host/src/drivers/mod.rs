@@ -1,0 +1,87 @@
+//! Destinations. Each driver lives in its own folder with the same shape
+//! (`config.rs`: options; `sink.rs`: how a batch is written) and implements [`Driver`].
+//!
+//! Drivers only write; batching, ordering, retries and dead-lettering live in the pipeline.
+
+pub mod payload;
+pub mod postgresql;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{DriverConfig, Route};
+use crate::event::StoredEvent;
+
+/// How the pipeline should treat a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The destination cannot be reached at all (connection refused, DNS, pool down).
+    /// Retried for as long as it lasts without spending the record's attempts.
+    Unavailable,
+    /// Worth another attempt (timeouts, 429, 5xx, deadlocks); spends one attempt.
+    Transient,
+    /// Will fail again whatever we do (4xx, a value that does not fit); dead-lettered at once.
+    Permanent,
+}
+
+/// A failed delivery, with what the destination said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The destination asked us to wait this long (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, message)
+    }
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DeliveryError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// One event on its way to one destination of a replicator.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Arc<StoredEvent>,
+    pub route: Arc<Route>,
+}
+
+/// The outcome of one batch: either one result per delivery, in order, or a failure of the
+/// batch as a whole (which the pipeline splits to find the record that caused it).
+pub type BatchOutcome = Result<Vec<Result<(), DeliveryError>>, DeliveryError>;
+
+/// A destination.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Connects and checks the destination; retried by the pipeline until it succeeds.
+    async fn init(&self) -> Result<(), DeliveryError>;
+
+    /// Writes a batch. Deliveries of one key never appear twice in a batch.
+    async fn deliver(&self, batch: &[Delivery]) -> BatchOutcome;
+
+    /// Releases connections.
+    async fn close(&self) {}
+}
+
+/// Builds the driver a replicator's config describes.
+pub fn build(config: &DriverConfig) -> Arc<dyn Driver> {
+    match config {
+        DriverConfig::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())),
+        DriverConfig::Postgresql(c) => Arc::new(postgresql::PostgresSink::new(c.clone())),
+    }
+}

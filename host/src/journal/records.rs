@@ -1,0 +1,99 @@
+//! What the journal keeps besides events: dead letters and replication-log entries.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::StoredEvent;
+
+/// One failed attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: String,
+    pub error: String,
+}
+
+/// A delivery the pipeline gave up on, with everything needed to understand and redrive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: u64,
+    pub replicator: String,
+    pub resource: String,
+    pub destination: String,
+    pub action: String,
+    pub record_id: String,
+    pub sequence: u64,
+    pub error: String,
+    pub attempts: Vec<Attempt>,
+    pub dead_lettered_at: String,
+    /// How many times it was redriven before.
+    pub redrives: u32,
+    pub event: StoredEvent,
+}
+
+/// Which dead letters a listing, redrive or discard applies to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterFilter {
+    pub replicator: Option<String>,
+    pub resource: Option<String>,
+    pub id: Option<String>,
+    /// A substring of the error message.
+    pub error: Option<String>,
+}
+
+impl DeadLetterFilter {
+    pub fn matches(&self, d: &DeadLetter) -> bool {
+        self.replicator.as_ref().is_none_or(|r| *r == d.replicator)
+            && self.resource.as_ref().is_none_or(|r| *r == d.resource)
+            && self.id.as_ref().is_none_or(|i| *i == d.record_id)
+            && self
+                .error
+                .as_ref()
+                .is_none_or(|e| d.error.contains(e.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStatus {
+    Success,
+    Failed,
+    DeadLettered,
+}
+
+/// One line of the replication log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    #[serde(default)]
+    pub log_id: u64,
+    pub at: String,
+    pub replicator: String,
+    pub resource: String,
+    pub destination: String,
+    pub action: String,
+    pub id: String,
+    pub sequence: u64,
+    pub status: LogStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFilter {
+    pub replicator: Option<String>,
+    pub resource: Option<String>,
+    pub status: Option<LogStatus>,
+    pub id: Option<String>,
+}
+
+impl LogFilter {
+    pub fn matches(&self, e: &LogEntry) -> bool {
+        self.replicator.as_ref().is_none_or(|r| *r == e.replicator)
+            && self.resource.as_ref().is_none_or(|r| *r == e.resource)
+            && self.status.is_none_or(|s| s == e.status)
+            && self.id.as_ref().is_none_or(|i| *i == e.id)
+    }
+}

@@ -1,0 +1,16 @@
+//! replicator: the replication host for s3db.
+//!
+//! An event's path through the host: `intake` (HTTP) -> `journal` (durable, ordered) ->
+//! `pipeline` (routing, batching, retries, dead letters) -> `drivers` (destinations).
+//! `admin` serves monitoring; `config` reads the config file; `cli` is the command line.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod drivers;
+pub mod event;
+pub mod intake;
+pub mod journal;
+pub mod pipeline;
+pub mod redact;
+pub mod server;

@@ -1,0 +1,221 @@
+//! Delivery, written once for every driver: one worker per replicator reads the journal from
+//! its own cursor, so one replicator's outage never slows another. Also prunes the journal
+//! once every replicator is past an event (and its retention is over).
+
+pub mod retry;
+pub mod telemetry;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, DriverKind, JournalConfig};
+use crate::journal::{DeadLetter, Journal, JournalError};
+use telemetry::{ReplicatorStats, State, Telemetry};
+use worker::{Control, Worker, WorkerParts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("no replicator named \"{0}\"")]
+    UnknownReplicator(String),
+    #[error("replicator \"{0}\" is paused (enabled: false)")]
+    Paused(String),
+    #[error(
+        "sequence {requested} is no longer in the journal (oldest kept: {oldest}); raise journal.retention to replay further back"
+    )]
+    Pruned { requested: u64, oldest: u64 },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What the rest of the host sees of a replicator.
+pub struct ReplicatorHandle {
+    pub id: String,
+    pub driver: DriverKind,
+    pub stats: Arc<ReplicatorStats>,
+    control: Option<mpsc::Sender<Control>>,
+}
+
+pub struct Pipeline {
+    replicators: Vec<ReplicatorHandle>,
+    journal: Arc<Journal>,
+    workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    pruner: JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Starts a worker per enabled replicator and the pruning task.
+    pub async fn start(
+        config: &Config,
+        journal: Arc<Journal>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Pipeline, PipelineError> {
+        let mut replicators = Vec::new();
+        let mut workers = Vec::new();
+        for r in &config.replicators {
+            // A new replicator starts at the current head; history comes through backfill or replay.
+            let cursor = match journal.cursor(&r.id)? {
+                Some(c) => c,
+                None => {
+                    let head = journal.head();
+                    journal.commit_cursor(&r.id, head).await?;
+                    head
+                }
+            };
+            let running = config.enabled && r.enabled;
+            let stats = Arc::new(ReplicatorStats::new(
+                cursor,
+                if running {
+                    State::Starting
+                } else {
+                    State::Paused
+                },
+            ));
+            let control = if running {
+                let (tx, rx) = mpsc::channel(64);
+                let worker = Worker::new(WorkerParts {
+                    id: r.id.clone(),
+                    routes: r.routes.clone(),
+                    driver: crate::drivers::build(&r.driver_config),
+                    policy: r.delivery.clone(),
+                    journal: journal.clone(),
+                    telemetry: telemetry.clone(),
+                    stats: stats.clone(),
+                    log_errors: config.log_errors,
+                    control: rx,
+                });
+                workers.push(tokio::spawn(worker.run()));
+                Some(tx)
+            } else {
+                stats
+                    .initialised
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                None
+            };
+            replicators.push(ReplicatorHandle {
+                id: r.id.clone(),
+                driver: r.driver,
+                stats,
+                control,
+            });
+        }
+        let floors: Vec<Arc<ReplicatorStats>> =
+            replicators.iter().map(|r| r.stats.clone()).collect();
+        let pruner = tokio::spawn(prune(journal.clone(), floors, config.journal.clone()));
+        Ok(Pipeline {
+            replicators,
+            journal,
+            workers: std::sync::Mutex::new(workers),
+            pruner,
+        })
+    }
+
+    pub fn replicators(&self) -> &[ReplicatorHandle] {
+        &self.replicators
+    }
+
+    /// True once every running replicator has initialised its destination.
+    pub fn ready(&self) -> bool {
+        self.replicators.iter().all(|r| {
+            r.stats
+                .initialised
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    fn control(&self, id: &str) -> Result<&mpsc::Sender<Control>, PipelineError> {
+        let r = self
+            .replicators
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| PipelineError::UnknownReplicator(id.into()))?;
+        r.control
+            .as_ref()
+            .ok_or_else(|| PipelineError::Paused(id.into()))
+    }
+
+    /// Rewinds a replicator so it delivers again from `from`.
+    pub async fn replay(&self, id: &str, from: u64) -> Result<(), PipelineError> {
+        let control = self.control(id)?;
+        let oldest = self.journal.first_retained()?;
+        if from < oldest && from <= self.journal.head() {
+            return Err(PipelineError::Pruned {
+                requested: from,
+                oldest,
+            });
+        }
+        let (done, wait) = oneshot::channel();
+        control
+            .send(Control::Rewind { from, done })
+            .await
+            .map_err(|_| PipelineError::UnknownReplicator(id.into()))?;
+        let _ = wait.await;
+        Ok(())
+    }
+
+    /// Hands redriven dead letters to their replicators.
+    pub async fn redrive(&self, entries: Vec<DeadLetter>) {
+        let mut by_replicator: std::collections::HashMap<String, Vec<DeadLetter>> =
+            Default::default();
+        for e in entries {
+            by_replicator
+                .entry(e.replicator.clone())
+                .or_default()
+                .push(e);
+        }
+        for (id, list) in by_replicator {
+            // A paused or removed replicator finds them in the journal when it runs again.
+            if let Ok(control) = self.control(&id) {
+                let _ = control.send(Control::Redrive(list)).await;
+            }
+        }
+    }
+
+    /// Stops the workers; each saves its progress first.
+    pub async fn shutdown(&self) {
+        self.pruner.abort();
+        for r in &self.replicators {
+            if let Some(c) = &r.control {
+                let _ = c.send(Control::Stop).await;
+            }
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().expect("workers lock"));
+        for t in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// Deletes events every replicator is done with, keeping `retention` worth of history.
+async fn prune(
+    journal: Arc<Journal>,
+    replicators: Vec<Arc<ReplicatorStats>>,
+    config: JournalConfig,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let floor = replicators
+            .iter()
+            .map(|r| r.cursor())
+            .min()
+            .unwrap_or_else(|| journal.head());
+        let keep_after =
+            chrono::Utc::now().timestamp_millis() - config.retention.as_millis() as i64;
+        loop {
+            match journal
+                .prune(floor, keep_after, 10_000, config.log_retention)
+                .await
+            {
+                Ok(10_000) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal pruning failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! What the pipeline tells the outside: Prometheus metrics, per-replicator status counters,
+//! and the monitoring events streamed over SSE (named as s3db.js names them).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicatorLabel {
+    pub replicator: String,
+}
+
+type Latency = Family<ReplicatorLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 min
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 20))
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub accepted: Counter,
+    pub rejected: Counter,
+    pub intake_to_journal: Histogram,
+    pub delivered: Family<ReplicatorLabel, Counter>,
+    pub failed: Family<ReplicatorLabel, Counter>,
+    pub skipped: Family<ReplicatorLabel, Counter>,
+    pub dead_lettered: Family<ReplicatorLabel, Counter>,
+    pub backlog: Family<ReplicatorLabel, Gauge>,
+    pub lag_seconds: Family<ReplicatorLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub journal_to_delivered: Latency,
+    pub destination_call: Latency,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("replicator");
+        let accepted = Counter::default();
+        let rejected = Counter::default();
+        let intake_to_journal = latency_histogram();
+        let delivered = Family::default();
+        let failed = Family::default();
+        let skipped = Family::default();
+        let dead_lettered = Family::default();
+        let backlog = Family::default();
+        let lag_seconds = Family::default();
+        let journal_to_delivered: Latency = Family::new_with_constructor(latency_histogram);
+        let destination_call: Latency = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "events_accepted",
+            "Events made durable by intake",
+            accepted.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events refused by intake (invalid, unauthorised, over budget)",
+            rejected.clone(),
+        );
+        registry.register(
+            "intake_to_journal_seconds",
+            "Time from receiving a request to its events being durable",
+            intake_to_journal.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Deliveries that reached the destination",
+            delivered.clone(),
+        );
+        registry.register(
+            "events_failed",
+            "Delivery attempts that failed",
+            failed.clone(),
+        );
+        registry.register(
+            "events_skipped",
+            "Events a replicator's routes filter out by action",
+            skipped.clone(),
+        );
+        registry.register(
+            "events_dead_lettered",
+            "Deliveries moved to the dead-letter queue",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "backlog_events",
+            "Events accepted but not yet done by the replicator",
+            backlog.clone(),
+        );
+        registry.register(
+            "lag_seconds",
+            "Age of the oldest event the replicator has not finished",
+            lag_seconds.clone(),
+        );
+        registry.register(
+            "journal_to_delivered_seconds",
+            "Time from an event being durable to its delivery",
+            journal_to_delivered.clone(),
+        );
+        registry.register(
+            "destination_call_seconds",
+            "Duration of one batch call to the destination",
+            destination_call.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            rejected,
+            intake_to_journal,
+            delivered,
+            failed,
+            skipped,
+            dead_lettered,
+            backlog,
+            lag_seconds,
+            journal_to_delivered,
+            destination_call,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A monitoring event for `/v1/stream`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorEvent {
+    /// The SSE event name: `replicated`, `replicator_error`, `dead_lettered`, `redriven`...
+    #[serde(skip)]
+    pub name: &'static str,
+    pub replicator: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a replicator stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Starting,
+    Running,
+    Failing,
+    Paused,
+}
+
+/// Live counters of one replicator, read by `/v1/status`.
+pub struct ReplicatorStats {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    /// Everything up to here is done (committed or about to be).
+    pub cursor: AtomicU64,
+    /// Milliseconds since the epoch of the oldest unfinished event, 0 when none.
+    pub oldest_pending_ms: AtomicU64,
+    pub initialised: AtomicBool,
+    pub state: Mutex<State>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ReplicatorStats {
+    pub fn new(cursor: u64, state: State) -> Self {
+        ReplicatorStats {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            cursor: AtomicU64::new(cursor),
+            oldest_pending_ms: AtomicU64::new(0),
+            initialised: AtomicBool::new(false),
+            state: Mutex::new(state),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn set_state(&self, state: State) {
+        *self.state.lock().expect("state lock") = state;
+    }
+
+    pub fn state(&self) -> State {
+        *self.state.lock().expect("state lock")
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().expect("error lock") = error;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("error lock").clone()
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+}
+
+/// Metrics plus the monitoring bus, shared by intake, pipeline and admin.
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub monitor: broadcast::Sender<MonitorEvent>,
+    /// Log every replication (`verbose`).
+    pub verbose: bool,
+}
+
+impl Telemetry {
+    pub fn new(verbose: bool) -> Self {
+        Telemetry {
+            metrics: Metrics::default(),
+            monitor: broadcast::channel(4096).0,
+            verbose,
+        }
+    }
+
+    pub fn emit(&self, event: MonitorEvent) {
+        // Nobody listening is fine.
+        let _ = self.monitor.send(event);
+    }
+}
