@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::journal::{DeadLetterFilter, LogFilter};
+use crate::journal::{DeadLetterFilter, LogFilter, LogStatus};
 use crate::pipeline::PipelineError;
 use crate::pipeline::telemetry::State as ReplicatorState;
 use crate::server::AppState;
@@ -80,15 +80,25 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Query of `GET /v1/dlq` (no `flatten`: query strings carry numbers as text).
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Listing {
-    #[serde(flatten)]
-    filter: DeadLetterFilter,
+    replicator: Option<String>,
+    resource: Option<String>,
+    id: Option<String>,
+    error: Option<String>,
     limit: Option<usize>,
 }
 
 pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<Listing>) -> Response {
-    match app.journal.dead_letters(&q.filter, q.limit.unwrap_or(100)) {
+    let filter = DeadLetterFilter {
+        replicator: q.replicator,
+        resource: q.resource,
+        id: q.id,
+        error: q.error,
+    };
+    match app.journal.dead_letters(&filter, q.limit.unwrap_or(100)) {
         Ok(list) => Json(json!({"deadLetters": list})).into_response(),
         Err(e) => internal(e),
     }
@@ -104,7 +114,7 @@ pub async fn dlq_show(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> 
 
 /// Which dead letters a redrive or discard applies to: explicit ids, a filter, or `all`.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Selection {
     #[serde(default)]
     ids: Vec<u64>,
@@ -163,14 +173,23 @@ pub async fn dlq_discard(State(app): State<Arc<AppState>>, Json(sel): Json<Selec
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct LogQuery {
-    #[serde(flatten)]
-    filter: LogFilter,
+    replicator: Option<String>,
+    resource: Option<String>,
+    status: Option<LogStatus>,
+    id: Option<String>,
     limit: Option<usize>,
 }
 
 pub async fn log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
-    match app.journal.logs(&q.filter, q.limit.unwrap_or(100)) {
+    let filter = LogFilter {
+        replicator: q.replicator,
+        resource: q.resource,
+        status: q.status,
+        id: q.id,
+    };
+    match app.journal.logs(&filter, q.limit.unwrap_or(100)) {
         Ok(list) => Json(json!({"entries": list})).into_response(),
         Err(e) => internal(e),
     }

@@ -80,8 +80,7 @@ pub struct LogEntry {
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct LogFilter {
     pub replicator: Option<String>,
     pub resource: Option<String>,
