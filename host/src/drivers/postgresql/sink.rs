@@ -273,7 +273,7 @@ impl PostgresSink {
             select.push_str(", NULL");
         }
         format!(
-            "INSERT INTO {q} AS t ({insert_cols}) SELECT {select} FROM jsonb_to_recordset($1::jsonb) AS x({types}) \
+            "INSERT INTO {q} AS t ({insert_cols}) SELECT {select} FROM jsonb_to_recordset($1::text::jsonb) AS x({types}) \
              ON CONFLICT (\"id\") DO UPDATE SET {} WHERE t.\"_sequence\" < EXCLUDED.\"_sequence\"",
             sets.join(", ")
         )
@@ -283,12 +283,12 @@ impl PostgresSink {
         let q = self.qualified(name);
         match self.config.delete_mode {
             DeleteMode::Hard => format!(
-                "DELETE FROM {q} AS t USING jsonb_to_recordset($1::jsonb) AS x(\"id\" text, \"_sequence\" bigint) \
+                "DELETE FROM {q} AS t USING jsonb_to_recordset($1::text::jsonb) AS x(\"id\" text, \"_sequence\" bigint) \
                  WHERE t.\"id\" = x.\"id\" AND t.\"_sequence\" < x.\"_sequence\""
             ),
             DeleteMode::Soft => format!(
                 "INSERT INTO {q} AS t (\"id\", \"_sequence\", \"_replicated_at\", \"_deleted_at\") \
-                 SELECT x.\"id\", x.\"_sequence\", now(), now() FROM jsonb_to_recordset($1::jsonb) AS x(\"id\" text, \"_sequence\" bigint) \
+                 SELECT x.\"id\", x.\"_sequence\", now(), now() FROM jsonb_to_recordset($1::text::jsonb) AS x(\"id\" text, \"_sequence\" bigint) \
                  ON CONFLICT (\"id\") DO UPDATE SET \"_sequence\" = EXCLUDED.\"_sequence\", \"_replicated_at\" = now(), \"_deleted_at\" = now() \
                  WHERE t.\"_sequence\" < EXCLUDED.\"_sequence\""
             ),
@@ -354,6 +354,8 @@ impl Driver for PostgresSink {
                     Action::Insert | Action::Update => upserts.push((*i, d)),
                 }
             }
+            // The first value of a new field, in sequence order, decides its column type.
+            upserts.sort_by_key(|(_, d)| d.event.sequence);
             let table = if upserts.is_empty() {
                 self.table(&client, name).await?
             } else {
@@ -440,7 +442,13 @@ fn describe(e: &tokio_postgres::Error) -> String {
 fn classify(e: &tokio_postgres::Error, doing: &str) -> DeliveryError {
     let message = format!("{doing}: {}", describe(e));
     let Some(code) = e.code() else {
-        return DeliveryError::unavailable(message);
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io {
+            DeliveryError::unavailable(message)
+        } else {
+            // Encoding and protocol errors on our side would fail the same way again.
+            DeliveryError::permanent(message)
+        };
     };
     let code = code.code();
     match &code[..2] {
