@@ -428,9 +428,12 @@ fn replicator(
         }
         kind
     });
-    let id = s
-        .string("id")
-        .unwrap_or_else(|| format!("{}-{i}", driver_name.as_deref().unwrap_or("replicator")));
+    let id = s.string("id").unwrap_or_else(|| {
+        format!(
+            "{}-{i}",
+            driver.map(DriverKind::name).unwrap_or("replicator")
+        )
+    });
     if id.is_empty()
         || !id
             .chars()
