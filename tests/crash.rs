@@ -33,7 +33,7 @@ async fn sender(index: usize, base: String, stop: Arc<AtomicBool>, ledger: Arc<M
                 n += 1;
                 let key = format!("s{index}-k{}", (n as usize * 7 + j) % KEYS_PER_SENDER);
                 // Mostly upserts, some deletes.
-                if n % 9 == 0 {
+                if n.is_multiple_of(9) {
                     delete("items", &key)
                 } else {
                     update("items", &key, json!({"n": n, "sender": index}))
@@ -104,7 +104,7 @@ async fn every_acknowledged_event_survives_kill_9() {
     host.drained("pg").await;
     host.drained("hook").await;
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(
         ledger.acked.len() >= 1000,
         "only {} events acknowledged",

@@ -144,6 +144,11 @@ impl Host {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The host's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
@@ -273,6 +278,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// Wall-clock receipt time, microseconds since the Unix epoch (for latency figures).
+    pub at_wall_micros: f64,
 }
 
 impl Received {
@@ -392,11 +399,16 @@ async fn record(
         } else {
             "refused".into()
         };
+        let at_wall_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as f64;
         s.received.push(Received {
             path,
             headers,
             body,
             at: Instant::now(),
+            at_wall_micros,
         });
         (answer, s.delay)
     };

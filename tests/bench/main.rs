@@ -1,0 +1,281 @@
+//! End-to-end benchmark of the host against the real PostgreSQL and an HTTP receiver.
+//! Prints figures; asserts nothing. Run it with `tests/bench` (which starts PostgreSQL and
+//! uses a release build of the host).
+
+use replicator_tests::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_micros() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as f64
+}
+
+/// A batch body of `n` inserts with ids starting at `first`, pre-serialised.
+fn body(resource: &str, first: u64, n: u64) -> Vec<u8> {
+    let events: Vec<_> = (first..first + n)
+        .map(|i| insert(resource, &format!("r{i}"), json!({"name": format!("user {i}"), "email": format!("u{i}@example.com"), "age": i % 90, "active": i % 2 == 0, "plan": "pro", "score": 12.5})))
+        .collect();
+    serde_json::to_vec(&events).unwrap()
+}
+
+/// Posts pre-built bodies from `clients` tasks for `secs`; returns events/s.
+async fn intake(host: &Host, clients: usize, per_request: u64, secs: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let url = host.url("/v1/events");
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (stop, done, url) = (stop.clone(), done.clone(), url.clone());
+            let http = reqwest::Client::new();
+            let payload = if per_request == 1 {
+                serde_json::to_vec(&insert(
+                    "users",
+                    &format!("c{c}"),
+                    json!({"name": "Ana", "email": "ana@example.com", "age": 31}),
+                ))
+                .unwrap()
+            } else {
+                body("users", c as u64 * 1000, per_request)
+            };
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(payload.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                    done.fetch_add(per_request, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "replicator benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+
+    // 1. Durable intake.
+    {
+        let host = Host::start("").await;
+        let singles = intake(&host, 64, 1, 5).await;
+        println!("intake, single events (64 clients):        {singles:>10.0} events/s");
+        let batches = intake(&host, 16, 100, 5).await;
+        println!("intake, batches of 100 (16 clients):       {batches:>10.0} events/s");
+    }
+
+    // 2. Sustained end-to-end throughput into PostgreSQL.
+    for batch_size in [100, 1000] {
+        let pg = Pg::connect(&format!("bench_{batch_size}")).await;
+        let host = Host::start(&format!(
+            "replicators:\n{}",
+            pg.replicator("pg", "[users]", "").replace(
+                "    resources:",
+                &format!("    batchSize: {batch_size}\n    resources:")
+            )
+        ))
+        .await;
+        let total = 200_000u64;
+        let http = reqwest::Client::new();
+        let start = Instant::now();
+        let url = host.url("/v1/events");
+        let posts: Vec<_> = (0..8u64)
+            .map(|c| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut i = c * 100;
+                    while i < total {
+                        let r = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body("users", i, 100))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 202);
+                        i += 800;
+                    }
+                })
+            })
+            .collect();
+        for p in posts {
+            p.await.unwrap();
+        }
+        let posted = start.elapsed();
+        host.drained("pg").await;
+        let elapsed = start.elapsed();
+        let n: i64 = pg
+            .client
+            .query_one(&format!("SELECT count(*) FROM {}.users", pg.schema), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n as u64, total);
+        println!(
+            "end to end into PostgreSQL, batchSize {batch_size:>4}: {:>10.0} rows/s ({total} rows in {:.2} s; intake done after {:.2} s)",
+            total as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            posted.as_secs_f64()
+        );
+    }
+
+    // 3. Latency at a steady 5,000 events/s, to PostgreSQL (row visible) and to a webhook.
+    {
+        let pg = Pg::connect("bench_latency").await;
+        let s = &pg.schema;
+        pg.client
+            .batch_execute(&format!(
+                "CREATE TABLE {s}.events (id text PRIMARY KEY, \"sentAt\" double precision, _sequence bigint NOT NULL, _replicated_at timestamptz NOT NULL DEFAULT now());
+                 CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.\"sentAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
+            ))
+            .await
+            .unwrap();
+        let pg_latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (listener, mut conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let sink = pg_latencies.clone();
+        // The notification arrives when the row's transaction commits: the row is visible.
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                    let sent: f64 = n.payload().parse().unwrap();
+                    sink.lock().unwrap().push((now_micros() - sent) / 1000.0);
+                }
+            }
+        });
+        listener.batch_execute("LISTEN visible").await.unwrap();
+        let rx = Receiver::start().await;
+        let config = format!(
+            "replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [events]\n    config:\n      url: {}\n",
+            pg.replicator("pg", "[events]", ""),
+            rx.url("/hook")
+        );
+        let host = Host::start(&config).await;
+        let http = reqwest::Client::new();
+        let url = host.url("/v1/events");
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let seconds = 10u64;
+        let mut id = 0u64;
+        for _ in 0..seconds * 100 {
+            tick.tick().await;
+            let sent = now_micros();
+            let events: Vec<_> = (0..50)
+                .map(|_| {
+                    id += 1;
+                    insert("events", &format!("e{id}"), json!({"sentAt": sent}))
+                })
+                .collect();
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = http.post(&url).json(&events).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+            });
+        }
+        host.drained("pg").await;
+        host.drained("hook").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut pg_ms = pg_latencies.lock().unwrap().clone();
+        let mut hook_ms: Vec<f64> = rx
+            .accepted()
+            .iter()
+            .map(|r| {
+                let sent = r.json()["data"]["sentAt"].as_f64().unwrap();
+                (r.at_wall_micros - sent) / 1000.0
+            })
+            .collect();
+        for (name, v) in [
+            ("PostgreSQL (row visible)", &mut pg_ms),
+            ("webhook (request received)", &mut hook_ms),
+        ] {
+            v.sort_by(f64::total_cmp);
+            println!(
+                "latency at 5,000 events/s to {name:<27} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} events)",
+                percentile(v, 0.5),
+                percentile(v, 0.99),
+                v[v.len() - 1],
+                v.len()
+            );
+        }
+    }
+
+    // 4. Memory with a backlog of 1,000,000 events while the destination is down.
+    {
+        let port = free_port(); // nothing listens there
+        let host = Host::start(&format!(
+            "replicators:\n  - id: down\n    driver: webhook\n    resources: [users]\n    config:\n      url: http://127.0.0.1:{port}/hook\n"
+        ))
+        .await;
+        let http = reqwest::Client::new();
+        let url = host.url("/v1/events");
+        let total = 1_000_000u64;
+        let start = Instant::now();
+        let posts: Vec<_> = (0..4u64)
+            .map(|c| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut i = c * 1000;
+                    while i < total {
+                        let r = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body("users", i, 1000))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 202);
+                        i += 4000;
+                    }
+                })
+            })
+            .collect();
+        for p in posts {
+            p.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let status = host.replicator("down").await;
+        let pid = host.pid().unwrap();
+        println!(
+            "backlog of {} events, destination down: peak RSS {:.1} MB, RSS now {:.1} MB (posted in {:.1} s)",
+            status["backlog"],
+            rss_kib(pid, "VmHWM:") as f64 / 1024.0,
+            rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+            start.elapsed().as_secs_f64()
+        );
+    }
+}
