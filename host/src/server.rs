@@ -70,7 +70,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Opens the journal, starts the pipeline and serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let journal = Journal::open(&config.journal.path)?;
+    let journal = Journal::open(&config.journal.path, config.journal.cache_bytes as usize)?;
     let telemetry = Arc::new(Telemetry::new(config.verbose));
     let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)

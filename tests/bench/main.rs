@@ -160,7 +160,7 @@ async fn main() {
         pg.client
             .batch_execute(&format!(
                 "CREATE TABLE {s}.events (id text PRIMARY KEY, \"sentAt\" double precision, _sequence bigint NOT NULL, _replicated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.\"sentAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.id || ' ' || NEW.\"sentAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
                  CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
             ))
             .await
@@ -174,7 +174,7 @@ async fn main() {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
                 if let tokio_postgres::AsyncMessage::Notification(n) = msg {
-                    let sent: f64 = n.payload().parse().unwrap();
+                    let sent: f64 = n.payload().split(' ').nth(1).unwrap().parse().unwrap();
                     sink.lock().unwrap().push((now_micros() - sent) / 1000.0);
                 }
             }

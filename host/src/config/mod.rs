@@ -77,6 +77,8 @@ pub struct JournalConfig {
     pub retention: Duration,
     /// How many replication-log entries are kept.
     pub log_retention: u64,
+    /// Memory the journal may use to cache its file; the backlog itself stays on disk.
+    pub cache_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +205,7 @@ impl Default for Config {
                 max_bytes: 8 * 1024 * 1024 * 1024,
                 retention: Duration::ZERO,
                 log_retention: 100_000,
+                cache_bytes: 32 * 1024 * 1024,
             },
             enabled: true,
             verbose: false,
@@ -352,6 +355,9 @@ fn journal(s: &mut Section, out: &mut JournalConfig) {
     }
     if let Some(n) = s.u64("logRetention") {
         out.log_retention = n;
+    }
+    if let Some(n) = s.bytes("cacheBytes") {
+        out.cache_bytes = n;
     }
 }
 

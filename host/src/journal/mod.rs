@@ -87,11 +87,11 @@ impl Drop for Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`.
-    pub fn open(dir: &Path) -> Result<Arc<Journal>, JournalError> {
+    /// Opens (or creates) the journal in `dir`, caching at most `cache_bytes` of it in memory.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Arc<Journal>, JournalError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Arc::new(Database::create(dir.join("journal.redb"))?);
+        let db = Arc::new(Database::builder().set_cache_size(cache_bytes).create(dir.join("journal.redb"))?);
         let tx = db.begin_write()?;
         let counters = {
             for t in [EVENTS, DEAD_LETTERS, REDRIVES, LOG] {
@@ -535,7 +535,7 @@ mod tests {
     async fn appends_survive_reopen_and_prune_respects_the_floor() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let j = Journal::open(dir.path()).unwrap();
+            let j = Journal::open(dir.path(), 1 << 20).unwrap();
             let (a, b) = tokio::join!(
                 j.append(vec![event("a"), event("b")], 1),
                 j.append(vec![event("c")], 2)
@@ -545,7 +545,7 @@ mod tests {
             assert_eq!(j.head(), 3);
             j.commit_cursor("r", 2).await.unwrap();
         }
-        let j = Journal::open(dir.path()).unwrap();
+        let j = Journal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(j.head(), 3);
         assert_eq!(j.cursor("r").unwrap(), Some(2));
         let all = j.read(1, 10).await.unwrap();
