@@ -80,8 +80,10 @@ async fn a_bad_item_rejects_the_whole_batch_and_is_named() {
 
 #[tokio::test]
 async fn token_size_limit_and_disk_budget() {
+    // A paused replicator holds on to every event, so the journal fills up.
+    let paused = "replicators:\n  - {id: paused, driver: webhook, enabled: false, resources: [users], config: {url: 'http://127.0.0.1:9/x'}}\n";
     let host = Host::start_with(
-        "",
+        paused,
         "  token: let-me-in\n  maxBodyBytes: 2048",
         "  maxBytes: 600",
     )
@@ -118,7 +120,6 @@ async fn token_size_limit_and_disk_budget() {
         .await;
     assert_eq!(code, 413);
 
-    // No replicators: events stay in the journal until the budget is used up.
     let mut accepted = 0;
     let answer = loop {
         let (code, body) = host

@@ -280,3 +280,116 @@ async fn keeps_per_key_order_while_keys_run_in_parallel() {
         assert_eq!(ns, (0..per_key).collect::<Vec<_>>(), "order of key {k}");
     }
 }
+
+#[tokio::test]
+async fn monitoring_stream_metrics_status_and_cli() {
+    let rx = Receiver::start().await;
+    rx.script([Answer {
+        status: 418,
+        retry_after: None,
+    }]);
+    let host = Host::start(&webhook(
+        &rx,
+        "      auth: {type: apikey, header: X-Api-Key, value: k-42}\n      retryOnStatus: [418]\n",
+    ))
+    .await;
+    let mut stream = host.http.get(host.url("/v1/stream")).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    host.send(insert("users", "u1", json!({}))).await;
+    let mut text = String::new();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: replicated") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "no replicated event in {text}");
+    assert!(
+        text.contains("event: replicator_error"),
+        "the 418 attempt is streamed: {text}"
+    );
+    assert!(text.contains("\"replicator\":\"hook\"") && text.contains("\"sequence\":1"));
+    let got = rx.received();
+    assert_eq!(
+        got[1].headers["x-api-key"], "k-42",
+        "418 is retried because retryOnStatus lists it"
+    );
+
+    host.drained("hook").await;
+    let metrics = host
+        .http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "replicator_events_delivered_total{replicator=\"hook\"} 1",
+        "replicator_events_failed_total{replicator=\"hook\"} 1",
+        "replicator_events_accepted_total 1",
+        "replicator_backlog_events{replicator=\"hook\"} 0",
+        "replicator_journal_to_delivered_seconds_count{replicator=\"hook\"} 1",
+        "replicator_destination_call_seconds_bucket",
+        "replicator_intake_to_journal_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    let ready = host.http.get(host.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let out = std::process::Command::new(binary())
+        .args(["status", "--url", &host.url("")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("hook") && table.contains("running"),
+        "{table}"
+    );
+    let out = std::process::Command::new(binary())
+        .args(["dlq", "list", "--url", &host.url("")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["deadLetters"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn an_attempt_that_outlives_its_timeout_is_retried_then_dead_lettered() {
+    let rx = Receiver::start().await;
+    rx.delay(Duration::from_millis(800));
+    let host = Host::start(&webhook(&rx, "      timeout: 200\n      retries: 1\n")).await;
+    host.send(insert("users", "u1", json!({}))).await;
+    let dl = eventually(Duration::from_secs(10), "a dead letter", || async {
+        let d = host.dead_letters("").await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dl[0]["attempts"].as_array().unwrap().len(), 2);
+    assert!(
+        dl[0]["error"].as_str().unwrap().contains("timed out"),
+        "{}",
+        dl[0]
+    );
+    let out = std::process::Command::new(binary())
+        .args([
+            "dlq",
+            "show",
+            "--url",
+            &host.url(""),
+            &dl[0]["id"].to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["event"]["event"]["id"], "u1");
+}

@@ -7,6 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::config::Config;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub journal: Arc<Journal>,
     pub pipeline: Pipeline,
     pub telemetry: Arc<Telemetry>,
+    /// Cancelled at shutdown so long-lived responses (the SSE stream) end.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -85,18 +88,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if config.replicators.is_empty() {
         tracing::warn!(
-            "no replicators configured: events are accepted and kept in the journal, but go nowhere; \
+            "no replicators configured: events are accepted and journaled, then discarded after journal.retention; \
              start with --config FILE (see README: Configuration) to deliver them"
         );
     }
+    let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         config,
         journal,
         pipeline,
         telemetry,
+        shutdown: shutdown.clone(),
     });
     axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        })
         .await?;
     state.pipeline.shutdown().await;
     tracing::info!("stopped");

@@ -251,6 +251,7 @@ pub async fn stream(
             .json_data(&m)
             .expect("monitor events serialize")))
     });
+    let events = futures::StreamExt::take_until(events, app.shutdown.clone().cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 

@@ -91,7 +91,11 @@ impl Journal {
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Arc<Journal>, JournalError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Arc::new(Database::builder().set_cache_size(cache_bytes).create(dir.join("journal.redb"))?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(dir.join("journal.redb"))?,
+        );
         let tx = db.begin_write()?;
         let counters = {
             for t in [EVENTS, DEAD_LETTERS, REDRIVES, LOG] {
