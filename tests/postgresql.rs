@@ -278,3 +278,48 @@ async fn passwords_stay_out_of_errors_status_and_logs() {
     assert!(!host.log().contains("s3cretpw"));
     assert!(!st.to_string().contains("s3cretpw"));
 }
+
+#[tokio::test]
+async fn tls_when_the_url_asks_for_it_verified_against_a_private_ca() {
+    let pg = Pg::connect("tls").await;
+    let ca = std::env::var("PG_TLS_CA").expect("tests/servers/postgres.sh exports PG_TLS_CA");
+    let tls_url = format!("{}?sslmode=require&application_name=replicator-tls", pg.url);
+    let config = format!(
+        "replicators:\n  - id: tls\n    driver: postgresql\n    resources: [users]\n    config:\n      connectionString: \"{tls_url}\"\n      schema: {}\n      caCertificate: {ca}\n\
+         \x20 - id: untrusted\n    driver: postgresql\n    resources: [users]\n    config:\n      connectionString: \"{tls_url}\"\n      schema: {}\n",
+        pg.schema, pg.schema
+    );
+    let host = Host::start(&config).await;
+    host.send(insert("users", "u1", json!({"name": "Ana"})))
+        .await;
+    host.drained("tls").await;
+    assert_eq!(ids(&pg.rows("users").await), ["u1"]);
+    let encrypted: i64 = pg
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'replicator-tls'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the host's connections use TLS");
+    // Without the CA the certificate is refused: an outage with a clear reason, never plain text.
+    let st = eventually(
+        Duration::from_secs(10),
+        "the untrusted replicator to fail",
+        || async {
+            let r = host.replicator("untrusted").await;
+            (r["state"] == "failing").then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        st["lastError"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{st}"
+    );
+}

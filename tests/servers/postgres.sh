@@ -84,7 +84,29 @@ export PGUSER=postgres
 export PGPASSWORD=postgres
 export PGDATABASE=postgres
 export DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$PORT/postgres
+export PG_TLS_CA=$D/tls/ca.pem
 EOF
+}
+
+# A private CA and a server certificate for 127.0.0.1, so TLS clients can be tested for real.
+make_tls() {
+    command -v openssl >/dev/null || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >&2
+    }
+    local t=$D/tls
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=replicator test CA" \
+        -keyout "$t/ca.key" -out "$t/ca.pem" -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$t/server.key" \
+        -out "$t/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$t/ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 2 -extfile "$t/ext" -out "$t/server.pem" >/dev/null 2>&1
+    chmod 600 "$t/server.key"
+    if [[ $(id -u) == 0 ]]; then chown -R postgres: "$t"; fi
+    chmod 755 "$t"
+    chmod 644 "$t/ca.pem"
 }
 
 show_log() {
@@ -171,12 +193,14 @@ cmd_start() {
         die "initdb failed"
     fi
 
+    make_tls
     log "starting on 127.0.0.1:$PORT"
     # pg_ctl -w waits until the postmaster reports "ready" and fails early if it exits.
     local deadline=$(( $(date +%s) + TIMEOUT ))
     if ! as_pg "$BIN/pg_ctl" -D "$DATA" -w -t "$TIMEOUT" -l "$LOG" start -o "-p $PORT -k $D \
             -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-            -c full_page_writes=off -c wal_level=logical -c max_connections=200" >&2; then
+            -c full_page_writes=off -c wal_level=logical -c max_connections=200 \
+            -c ssl=on -c ssl_cert_file=$D/tls/server.pem -c ssl_key_file=$D/tls/server.key" >&2; then
         show_log
         teardown
         die "PostgreSQL did not start (died, or not ready after ${TIMEOUT}s)" 2

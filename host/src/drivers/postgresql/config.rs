@@ -1,5 +1,8 @@
 //! PostgreSQL options.
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use crate::config::Secret;
 use crate::config::section::Section;
 
@@ -46,6 +49,8 @@ pub struct PostgresConfig {
     pub detect_timestamps: bool,
     pub number_type: NumberType,
     pub pool_size: usize,
+    /// Extra trusted roots for TLS (a private CA such as Amazon RDS's), besides the web PKI.
+    pub ca_certificates: Vec<CertificateDer<'static>>,
 }
 
 pub fn parse(s: &mut Section) -> Option<PostgresConfig> {
@@ -85,6 +90,33 @@ pub fn parse(s: &mut Section) -> Option<PostgresConfig> {
         _ => NumberType::Double,
     };
     let pool_size = s.u64_in("poolSize", 1, 64).unwrap_or(8) as usize;
+    let ca_certificates =
+        s.string("caCertificate").map(|path| {
+            match CertificateDer::pem_file_iter(&path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            {
+                Ok(certs) if !certs.is_empty() => certs,
+                Ok(_) => {
+                    s.problem("caCertificate", format!("{path} holds no PEM certificate"));
+                    Vec::new()
+                }
+                Err(e) => {
+                    s.problem(
+                        "caCertificate",
+                        format!("cannot read certificates from {path}: {e}"),
+                    );
+                    Vec::new()
+                }
+            }
+        });
+    // libpq's default `prefer` is not a request for TLS; only `require` is.
+    let mut pg = pg;
+    if let Some(c) = pg
+        .as_mut()
+        .filter(|c| c.get_ssl_mode() != tokio_postgres::config::SslMode::Require)
+    {
+        c.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
     Some(PostgresConfig {
         connection_string: Secret::new(cs?),
         pg: pg?,
@@ -95,5 +127,6 @@ pub fn parse(s: &mut Section) -> Option<PostgresConfig> {
         detect_timestamps,
         number_type,
         pool_size,
+        ca_certificates: ca_certificates.unwrap_or_default(),
     })
 }

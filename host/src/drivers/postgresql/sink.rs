@@ -32,7 +32,8 @@ pub struct PostgresSink {
 
 impl PostgresSink {
     pub fn new(config: PostgresConfig) -> Self {
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config());
+        let tls =
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&config.ca_certificates));
         let manager = Manager::from_config(
             config.pg.clone(),
             tls,
@@ -405,8 +406,11 @@ impl Driver for PostgresSink {
     }
 }
 
-fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// Certificates are always verified: against the web PKI and the configured `caCertificate`.
+fn tls_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> rustls::ClientConfig {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots.add_parsable_certificates(extra_roots.iter().cloned());
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
