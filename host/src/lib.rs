@@ -13,4 +13,5 @@ pub mod intake;
 pub mod journal;
 pub mod pipeline;
 pub mod redact;
+pub mod s3db;
 pub mod server;

@@ -1,0 +1,405 @@
+//! Where objects live: an S3 bucket (aws-sdk-s3, path style for other servers) or a directory
+//! in s3db.js's FileSystemClient layout (body file plus a `.meta.json` sidecar).
+//! Every request is counted, so the cost per replicated event can be measured.
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::connection::{Connection, Location};
+
+/// How a failed request should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    Unavailable,
+    Transient,
+    Permanent,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// An object as read back.
+#[derive(Debug, Clone, Default)]
+pub struct Object {
+    pub metadata: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// `put` with `create_only` found the key taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Put {
+    Written,
+    AlreadyExists,
+}
+
+enum Backend {
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+    },
+    File {
+        dir: PathBuf,
+    },
+}
+
+pub struct Store {
+    backend: Backend,
+    requests: AtomicU64,
+    shown: String,
+}
+
+impl Store {
+    pub async fn open(conn: &Connection) -> Store {
+        let backend = match &conn.location {
+            Location::File { dir } => Backend::File { dir: dir.clone() },
+            Location::S3 {
+                endpoint,
+                bucket,
+                region,
+                credentials,
+            } => {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(region.clone()))
+                    // The pipeline retries, classifies and counts; the SDK makes one attempt.
+                    .retry_config(aws_config::retry::RetryConfig::disabled());
+                if let Some((key, secret)) = credentials {
+                    loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                        key,
+                        secret.expose(),
+                        None,
+                        None,
+                        "connection-string",
+                    ));
+                }
+                if let Some(url) = endpoint {
+                    loader = loader.endpoint_url(url);
+                }
+                let shared = loader.load().await;
+                let config = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(endpoint.is_some())
+                    .build();
+                Backend::S3 {
+                    client: aws_sdk_s3::Client::from_conf(config),
+                    bucket: bucket.clone(),
+                }
+            }
+        };
+        Store {
+            backend,
+            requests: AtomicU64::new(0),
+            shown: conn.shown.clone(),
+        }
+    }
+
+    /// Requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        body: &[u8],
+        metadata: &BTreeMap<String, String>,
+        content_type: Option<&str>,
+        create_only: bool,
+    ) -> Result<Put, StoreError> {
+        self.count();
+        match &self.backend {
+            Backend::S3 { client, bucket } => {
+                let mut req = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(body.to_vec()));
+                for (k, v) in metadata {
+                    req = req.metadata(k, v);
+                }
+                if let Some(ct) = content_type {
+                    req = req.content_type(ct);
+                }
+                if create_only {
+                    req = req.if_none_match("*");
+                }
+                match req.send().await {
+                    Ok(_) => Ok(Put::Written),
+                    Err(e) if status(&e) == Some(412) => Ok(Put::AlreadyExists),
+                    Err(e) => Err(self.s3_error("PUT", key, e)),
+                }
+            }
+            Backend::File { dir } => {
+                let path = dir.join(key);
+                if create_only && tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                    return Ok(Put::AlreadyExists);
+                }
+                write_file_object(&path, body, metadata, content_type)
+                    .await
+                    .map_err(|e| self.io_error("write", key, e))?;
+                Ok(Put::Written)
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+        self.count();
+        match &self.backend {
+            Backend::S3 { client, bucket } => {
+                match client.get_object().bucket(bucket).key(key).send().await {
+                    Ok(out) => {
+                        let metadata = out
+                            .metadata()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect();
+                        let body = out.body.collect().await.map_err(|e| {
+                            StoreError::new(
+                                StoreErrorKind::Transient,
+                                format!("reading {key}: {e}"),
+                            )
+                        })?;
+                        Ok(Some(Object {
+                            metadata,
+                            body: body.into_bytes().to_vec(),
+                        }))
+                    }
+                    Err(e) if status(&e) == Some(404) => Ok(None),
+                    Err(e) => Err(self.s3_error("GET", key, e)),
+                }
+            }
+            Backend::File { dir } => {
+                let path = dir.join(key);
+                let body = match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(self.io_error("read", key, e)),
+                };
+                let sidecar = tokio::fs::read(sidecar_of(&path)).await.unwrap_or_default();
+                let meta: Value = serde_json::from_slice(&sidecar).unwrap_or(Value::Null);
+                let metadata = meta["metadata"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(Some(Object { metadata, body }))
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.count();
+        match &self.backend {
+            Backend::S3 { client, bucket } => {
+                match client.delete_object().bucket(bucket).key(key).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if status(&e) == Some(404) => Ok(()),
+                    Err(e) => Err(self.s3_error("DELETE", key, e)),
+                }
+            }
+            Backend::File { dir } => {
+                let path = dir.join(key);
+                for p in [sidecar_of(&path), path] {
+                    match tokio::fs::remove_file(&p).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(self.io_error("delete", key, e)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Keys under `prefix`, in order, after `start_after`, at most `max`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.count();
+        match &self.backend {
+            Backend::S3 { client, bucket } => {
+                let mut req = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .max_keys(max.min(1000) as i32);
+                if let Some(after) = start_after {
+                    req = req.start_after(after);
+                }
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| self.s3_error("LIST", prefix, e))?;
+                Ok(out
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string))
+                    .collect())
+            }
+            Backend::File { dir } => {
+                let dir = dir.clone();
+                let prefix = prefix.to_string();
+                let after = start_after.map(str::to_string);
+                let keys = tokio::task::spawn_blocking(move || {
+                    list_files(&dir, &prefix, after.as_deref(), max)
+                })
+                .await
+                .map_err(|e| StoreError::new(StoreErrorKind::Transient, e.to_string()))?;
+                keys.map_err(|e| self.io_error("list", "", e))
+            }
+        }
+    }
+
+    fn s3_error<E: std::fmt::Display>(
+        &self,
+        op: &str,
+        key: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError {
+        let what = format!("{op} {key} on {}", self.shown);
+        match &e {
+            SdkError::DispatchFailure(d) => StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("{what}: cannot connect: {d:?}"),
+            ),
+            SdkError::TimeoutError(_) => {
+                StoreError::new(StoreErrorKind::Transient, format!("{what}: timed out"))
+            }
+            SdkError::ServiceError(s) => {
+                let code = s.raw().status().as_u16();
+                let kind = if code == 429 || code == 408 || code >= 500 {
+                    StoreErrorKind::Transient
+                } else {
+                    StoreErrorKind::Permanent
+                };
+                StoreError::new(kind, format!("{what}: HTTP {code}: {}", s.err()))
+            }
+            other => StoreError::new(StoreErrorKind::Transient, format!("{what}: {other}")),
+        }
+    }
+
+    fn io_error(&self, op: &str, key: &str, e: std::io::Error) -> StoreError {
+        let kind = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => StoreErrorKind::Permanent,
+            _ => StoreErrorKind::Transient,
+        };
+        StoreError::new(kind, format!("{op} {key} in {}: {e}", self.shown))
+    }
+}
+
+fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    match e {
+        SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
+fn sidecar_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".meta.json");
+    PathBuf::from(s)
+}
+
+/// Writes the body file and its sidecar as FileSystemClient does, each atomically.
+async fn write_file_object(
+    path: &Path,
+    body: &[u8],
+    metadata: &BTreeMap<String, String>,
+    content_type: Option<&str>,
+) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let sidecar = json!({
+        "metadata": metadata,
+        "contentType": content_type.unwrap_or("application/octet-stream"),
+        "etag": format!("{:x}", Md5::digest(body)),
+        "lastModified": crate::event::now_rfc3339(),
+        "size": body.len(),
+        "contentLength": body.len(),
+        "compressed": false,
+        "expiresAt": null,
+        "body": {"type": "Buffer", "data": body},
+    });
+    atomic_write(path, body).await?;
+    atomic_write(&sidecar_of(path), sidecar.to_string().as_bytes()).await
+}
+
+async fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+fn list_files(
+    dir: &Path,
+    prefix: &str,
+    after: Option<&str>,
+    max: usize,
+) -> std::io::Result<Vec<String>> {
+    // Walk only the directory the prefix names, then filter by the rest of it.
+    let start = match prefix.rfind('/') {
+        Some(i) => dir.join(&prefix[..i]),
+        None => dir.to_path_buf(),
+    };
+    let mut keys = Vec::new();
+    let mut stack = vec![start];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let key = rel.to_string_lossy().replace('\\', "/");
+            if key.ends_with(".meta.json") || key.contains(".tmp-") || !key.starts_with(prefix) {
+                continue;
+            }
+            if after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    keys.truncate(max);
+    Ok(keys)
+}
