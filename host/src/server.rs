@@ -86,6 +86,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         replicators = config.replicators.len(),
         "replicator serving"
     );
+    for r in &config.replicators {
+        if let crate::config::DriverConfig::S3db(c) = &r.driver_config {
+            tracing::info!(replicator = %r.id, destination = %c.connection.shown, "s3db replicator");
+        }
+    }
     if config.replicators.is_empty() {
         tracing::warn!(
             "no replicators configured: events are accepted and journaled, then discarded after journal.retention; \

@@ -39,7 +39,8 @@ struct Remote {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (without --config: local journal, no replicators yet).
+    /// Run the service (without --config: journal in ./replicator-data, every resource
+    /// replicated to the s3db database file://./replicator-data/replica).
     Serve {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -190,7 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(c) => c,
                     Err(e) => return Ok(config_failure(e)),
                 },
-                None => Config::default(),
+                None => Config::embedded(),
             };
             init_logging(config.server.log_format);
             crate::server::serve(config).await?;
@@ -366,11 +367,11 @@ fn print_status(status: &serde_json::Value) {
             r["id"].as_str().unwrap_or(""),
             r["driver"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
-            r["delivered"],
-            r["failed"],
-            r["skipped"],
-            r["deadLettered"],
-            r["backlog"],
+            r["delivered"].as_u64().unwrap_or(0),
+            r["failed"].as_u64().unwrap_or(0),
+            r["skipped"].as_u64().unwrap_or(0),
+            r["deadLettered"].as_u64().unwrap_or(0),
+            r["backlog"].as_u64().unwrap_or(0),
             r["lagSeconds"].as_f64().unwrap_or(0.0),
             r["lastError"].as_str().unwrap_or("-"),
         );

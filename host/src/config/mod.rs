@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::drivers::postgresql::PostgresConfig;
+use crate::drivers::s3db::S3dbConfig;
 use crate::drivers::webhook::WebhookConfig;
 pub use resources::{ActionSet, Route, TransformRef};
 use section::{Problem, Problems, Section, index, join};
@@ -165,7 +166,11 @@ impl DriverKind {
 pub enum DriverConfig {
     Webhook(WebhookConfig),
     Postgresql(PostgresConfig),
+    S3db(S3dbConfig),
 }
+
+/// A route for this resource name takes every resource, each to its own name.
+pub const ANY_RESOURCE: &str = "*";
 
 #[derive(Debug, Clone)]
 pub struct ReplicatorConfig {
@@ -214,6 +219,35 @@ impl Default for Config {
             log_errors: true,
             replicators: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// `replicator serve` without a config: every resource replicated into an s3db database
+    /// in the s3db.js FileSystemClient layout under the journal's directory.
+    pub fn embedded() -> Config {
+        let mut config = Config::default();
+        let replica = config.journal.path.join("replica");
+        let connection = crate::s3db::Connection::parse(&format!("file://{}", replica.display()))
+            .expect("a file:// connection string parses");
+        config.replicators.push(ReplicatorConfig {
+            id: "s3db-default".into(),
+            driver: DriverKind::S3db,
+            enabled: true,
+            routes: vec![Route {
+                resource: ANY_RESOURCE.into(),
+                destination: ANY_RESOURCE.into(),
+                actions: ActionSet::ALL,
+                transform: None,
+            }],
+            delivery: DeliveryPolicy::default(),
+            driver_config: DriverConfig::S3db(S3dbConfig {
+                connection,
+                behavior: crate::s3db::Behavior::BodyOverflow,
+                parallelism: 32,
+            }),
+        });
+        config
     }
 }
 
@@ -502,11 +536,12 @@ fn replicator(
         DriverKind::Postgresql => {
             crate::drivers::postgresql::config::parse(&mut cs).map(DriverConfig::Postgresql)
         }
+        DriverKind::S3db => crate::drivers::s3db::config::parse(&mut cs).map(DriverConfig::S3db),
         other => {
             problems.add(
                 join(&path, "driver"),
                 format!(
-                    "driver \"{}\" is not available in this build yet (available: postgresql, webhook)",
+                    "driver \"{}\" is not available in this build yet (available: s3db, postgresql, webhook)",
                     other.name()
                 ),
             );

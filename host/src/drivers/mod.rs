@@ -5,6 +5,7 @@
 
 pub mod payload;
 pub mod postgresql;
+pub mod s3db;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -61,6 +62,17 @@ pub struct Delivery {
     pub route: Arc<Route>,
 }
 
+impl Delivery {
+    /// The destination name: the route's, or the event's resource for a `*` route.
+    pub fn destination(&self) -> &str {
+        if self.route.destination == crate::config::ANY_RESOURCE {
+            &self.event.event.resource
+        } else {
+            &self.route.destination
+        }
+    }
+}
+
 /// The outcome of one batch: either one result per delivery, in order, or a failure of the
 /// batch as a whole (which the pipeline splits to find the record that caused it).
 pub type BatchOutcome = Result<Vec<Result<(), DeliveryError>>, DeliveryError>;
@@ -76,6 +88,11 @@ pub trait Driver: Send + Sync {
 
     /// Releases connections.
     async fn close(&self) {}
+
+    /// Requests sent to the destination so far (for cost figures), when the driver counts them.
+    fn requests_made(&self) -> u64 {
+        0
+    }
 }
 
 /// Builds the driver a replicator's config describes.
@@ -83,5 +100,6 @@ pub fn build(config: &DriverConfig) -> Arc<dyn Driver> {
     match config {
         DriverConfig::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())),
         DriverConfig::Postgresql(c) => Arc::new(postgresql::PostgresSink::new(c.clone())),
+        DriverConfig::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone())),
     }
 }

@@ -26,7 +26,7 @@ impl<'a> Payload<'a> {
     pub fn of(d: &'a Delivery) -> Self {
         let e = &d.event.event;
         Payload {
-            resource: &d.route.destination,
+            resource: d.destination(),
             action: e.action.as_str(),
             id: &e.id,
             sequence: d.event.sequence,

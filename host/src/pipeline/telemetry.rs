@@ -38,6 +38,7 @@ pub struct Metrics {
     pub lag_seconds: Family<ReplicatorLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub journal_to_delivered: Latency,
     pub destination_call: Latency,
+    pub destination_requests: Family<ReplicatorLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -54,6 +55,7 @@ impl Default for Metrics {
         let lag_seconds = Family::default();
         let journal_to_delivered: Latency = Family::new_with_constructor(latency_histogram);
         let destination_call: Latency = Family::new_with_constructor(latency_histogram);
+        let destination_requests = Family::default();
         registry.register(
             "events_accepted",
             "Events made durable by intake",
@@ -109,8 +111,14 @@ impl Default for Metrics {
             "Duration of one batch call to the destination",
             destination_call.clone(),
         );
+        registry.register(
+            "destination_requests",
+            "Requests sent to the destination (drivers that count them)",
+            destination_requests.clone(),
+        );
         Metrics {
             registry,
+            destination_requests,
             accepted,
             rejected,
             intake_to_journal,

@@ -90,6 +90,8 @@ pub struct Worker {
     read_pos: u64,
     committed: u64,
     ready_since: Option<Instant>,
+    /// Destination requests already added to the metric.
+    requests_reported: u64,
 }
 
 pub struct WorkerParts {
@@ -138,6 +140,7 @@ impl Worker {
             read_pos: cursor + 1,
             committed: cursor,
             ready_since: None,
+            requests_reported: 0,
         }
     }
 
@@ -244,6 +247,7 @@ impl Worker {
                 let routes: Vec<usize> = self
                     .by_resource
                     .get(&stored.event.resource)
+                    .or_else(|| self.by_resource.get(crate::config::ANY_RESOURCE))
                     .map(|rs| {
                         rs.iter()
                             .copied()
@@ -252,7 +256,9 @@ impl Worker {
                     })
                     .unwrap_or_default();
                 if routes.is_empty() {
-                    if self.by_resource.contains_key(&stored.event.resource) {
+                    if self.by_resource.contains_key(&stored.event.resource)
+                        || self.by_resource.contains_key(crate::config::ANY_RESOURCE)
+                    {
                         s.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         s.telemetry.metrics.skipped.get_or_create(&s.label).inc();
                     }
@@ -413,6 +419,15 @@ impl Worker {
             .lag_seconds
             .get_or_create(&s.label)
             .set(lag);
+        let requests = s.driver.requests_made();
+        if requests > self.requests_reported {
+            s.telemetry
+                .metrics
+                .destination_requests
+                .get_or_create(&s.label)
+                .inc_by(requests - self.requests_reported);
+            self.requests_reported = requests;
+        }
     }
 
     /// Forgets everything in memory and starts again at `from`.

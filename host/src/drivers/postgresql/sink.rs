@@ -338,7 +338,7 @@ impl Driver for PostgresSink {
         // Per table, keep the newest event of each id (two routes may share a table).
         let mut by_table: HashMap<&str, HashMap<&str, (usize, &Delivery)>> = HashMap::new();
         for (i, d) in batch.iter().enumerate() {
-            let ids = by_table.entry(d.route.destination.as_str()).or_default();
+            let ids = by_table.entry(d.destination()).or_default();
             let slot = ids.entry(d.event.event.id.as_str()).or_insert((i, d));
             if slot.1.event.sequence < d.event.sequence {
                 *slot = (i, d);
