@@ -66,6 +66,18 @@ pub struct StoredEvent {
     /// Milliseconds since the Unix epoch when intake accepted the event.
     pub received_at_ms: i64,
     pub event: Event,
+    /// Set on copies of existing records sent by `replicator backfill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillTag>,
+}
+
+/// What marks a backfilled copy: it yields to any live event of its key accepted after
+/// `since`, and goes only to `replicators` (all when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillTag {
+    pub since: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicators: Vec<String>,
 }
 
 const FIELDS: [&str; 8] = [

@@ -36,6 +36,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/log", get(admin::log))
         .route("/v1/replicators/{id}/replay", post(admin::replay))
         .route("/v1/stream", get(admin::stream))
+        .route(
+            "/v1/backfills",
+            get(admin::backfill_list).post(admin::backfill_start),
+        )
+        .route("/v1/backfills/{id}/finish", post(admin::backfill_finish))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(api)

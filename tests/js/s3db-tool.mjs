@@ -25,7 +25,7 @@
 // http://KEY:SECRET@127.0.0.1:PORT/BUCKET/prefix (S3Client; tests/servers/s3.sh). For http(s)
 // the tool appends httpClientOptions.useReckerHandler=false if missing (recker 1.0.56's handler
 // fails every DeleteObject). Setup: tests/servers/s3db-js.sh install.
-// Facts: /work/shared/notes/s3db-format.md section 11.
+// The s3db.js quirks behind these choices are described in docs/s3db.md.
 
 import { S3db } from 's3db.js/lite';
 

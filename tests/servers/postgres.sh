@@ -19,7 +19,6 @@
 #              postgres/ (cluster + socket), postgres.pid, postgres.log
 #   PG_TIMEOUT readiness timeout in seconds (default 30)
 #
-# Facts: /work/shared/notes/test-servers.md sections 3 and 4.
 set -euo pipefail
 
 PORT=${PGPORT:-54329}

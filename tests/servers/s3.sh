@@ -22,7 +22,6 @@
 #   S3_TIMEOUT     readiness timeout in seconds (default 30)
 #
 # Credentials test / testsecret (SigV4 is verified), region us-east-1, path-style.
-# Facts: /work/shared/notes/test-servers.md sections 3 and 5.3.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)

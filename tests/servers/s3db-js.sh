@@ -9,7 +9,7 @@
 # Needs Node >= 20 and npm on PATH and access to the npm registry (first install ~15 s, 290 MB).
 #
 # Then: node tests/js/s3db-tool.mjs '<connectionString>' < commands.json
-# Facts: /work/shared/notes/s3db-format.md 11.3 (why the overrides and stubs are needed).
+# Why the overrides and stubs are needed: tests/js/package.json.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)

@@ -510,3 +510,85 @@ pub fn update(resource: &str, id: &str, data: Value) -> Value {
 pub fn delete(resource: &str, id: &str) -> Value {
     json!({"resource": resource, "action": "delete", "id": id})
 }
+
+/// An s3db database for a test: on the S3 test server (`tests/servers/s3.sh`) or in a directory.
+pub struct S3dbTarget {
+    pub conn: String,
+    /// Keeps a `file://` database alive for the test.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl S3dbTarget {
+    /// A fresh prefix in the `s3db` bucket of the S3 test server.
+    pub fn s3(test: &str) -> S3dbTarget {
+        let endpoint = std::env::var("S3_ENDPOINT").expect(
+            "S3_ENDPOINT is not set: run the tests with tests/run, which starts the S3 server",
+        );
+        let host = endpoint.trim_start_matches("http://");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        S3dbTarget {
+            conn: format!("http://test:testsecret@{host}/s3db/{test}-{nanos}"),
+            _dir: None,
+        }
+    }
+
+    /// An existing database.
+    pub fn at(conn: String) -> S3dbTarget {
+        S3dbTarget { conn, _dir: None }
+    }
+
+    /// A fresh directory in s3db.js's FileSystemClient layout.
+    pub fn file() -> S3dbTarget {
+        let dir = tempfile::tempdir().unwrap();
+        S3dbTarget {
+            conn: format!("file://{}", dir.path().display()),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Runs s3db.js operations (see tests/js/s3db-tool.mjs) and returns their results.
+    pub fn js(&self, commands: Value) -> Vec<Value> {
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/s3db-tool.mjs");
+        let mut child = Command::new("node")
+            .arg(&tool)
+            .arg(&self.conn)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node runs (tests/run installs s3db.js with tests/servers/s3db-js.sh)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "s3db-tool failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout).unwrap() {
+            Value::Array(results) => results,
+            other => panic!("s3db-tool answered {other}"),
+        }
+    }
+}
+
+/// A record without the keys s3db.js adds on read (`_v`, `_etag`...).
+pub fn without_internal(record: &Value) -> Value {
+    match record {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

@@ -291,3 +291,54 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         )
     }
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackfillStart {
+    #[serde(default)]
+    replicators: Vec<String>,
+    source: String,
+}
+
+/// Starts a backfill: copies posted with `?backfill=ID` yield to live events from now on.
+pub async fn backfill_start(
+    State(app): State<Arc<AppState>>,
+    Json(b): Json<BackfillStart>,
+) -> Response {
+    let known: Vec<&str> = app
+        .pipeline
+        .replicators()
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    if let Some(unknown) = b.replicators.iter().find(|r| !known.contains(&r.as_str())) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no replicator named \"{unknown}\" (known: {})",
+                known.join(", ")
+            ),
+        );
+    }
+    match app
+        .pipeline
+        .backfills
+        .start(b.replicators, crate::redact::url(&b.source))
+        .await
+    {
+        Ok(started) => (StatusCode::CREATED, Json(started)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn backfill_finish(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
+    match app.pipeline.backfills.finish(id).await {
+        Ok(Some(b)) => Json(b).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no backfill {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Response {
+    Json(json!({"backfills": app.pipeline.backfills.list()})).into_response()
+}

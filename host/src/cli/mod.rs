@@ -1,6 +1,7 @@
 //! The `replicator` command line: `serve` and `validate` run locally; the other commands talk
 //! to a running service over its HTTP API (`--url`, `--token`).
 
+mod backfill;
 mod client;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Listen here instead of `server.listen` (default 127.0.0.1:7700).
+        #[arg(long, env = "REPLICATOR_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Check a config file and list every problem with its key path.
     Validate {
@@ -80,6 +84,29 @@ enum Command {
     Log {
         #[command(flatten)]
         filter: LogArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Copy the records an s3db database already holds through the replicators (resumable).
+    Backfill {
+        /// The s3db database to read (s3://, http(s):// or file:// connection string).
+        #[arg(long)]
+        source: String,
+        /// Only these resources (comma separated); default: all but plugin resources.
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
+        /// Only to these replicators (comma separated); default: every replicator.
+        #[arg(long, value_delimiter = ',')]
+        replicators: Vec<String>,
+        /// Progress is kept here; run the same command again to resume.
+        #[arg(long, default_value = "replicator-backfill.json")]
+        checkpoint: PathBuf,
+        /// Records per request.
+        #[arg(long, default_value_t = 500)]
+        page: usize,
+        /// Records read at once.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
         #[command(flatten)]
         remote: Remote,
     },
@@ -185,14 +212,17 @@ fn init_logging(format: LogFormat) {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = match config {
+        Command::Serve { config, listen } => {
+            let mut config = match config {
                 Some(path) => match config::load(&path) {
                     Ok(c) => c,
                     Err(e) => return Ok(config_failure(e)),
                 },
                 None => Config::embedded(),
             };
+            if let Some(addr) = listen {
+                config.server.listen = addr;
+            }
             init_logging(config.server.log_format);
             crate::server::serve(config).await?;
             Ok(ExitCode::SUCCESS)
@@ -286,6 +316,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            source,
+            resources,
+            replicators,
+            checkpoint,
+            page,
+            parallel,
+            remote,
+        } => {
+            let args = backfill::BackfillArgs {
+                source,
+                resources,
+                replicators,
+                checkpoint,
+                page: page.max(1),
+                parallel: parallel.max(1),
+            };
+            backfill::run(args, Client::new(&remote.url, remote.token)).await
         }
         Command::Replay {
             replicator,

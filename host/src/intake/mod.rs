@@ -3,10 +3,10 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,13 +83,29 @@ fn ndjson(text: &str) -> Vec<(Option<usize>, Result<Value, String>)> {
         .collect()
 }
 
+/// `?backfill=ID`: the events are copies sent by `replicator backfill`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeQuery {
+    backfill: Option<u64>,
+}
+
 pub async fn post_events(
     State(app): State<Arc<AppState>>,
+    Query(query): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
     let metrics = &app.telemetry.metrics;
+    let backfill = match query
+        .backfill
+        .map(|id| app.pipeline.backfills.tag(id))
+        .transpose()
+    {
+        Ok(tag) => tag,
+        Err(e) => return (StatusCode::CONFLICT, Json(json!({"error": e}))).into_response(),
+    };
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -120,7 +136,7 @@ pub async fn post_events(
     }
     let n = events.len();
     let received_at = chrono::Utc::now().timestamp_millis();
-    match app.journal.append(events, received_at).await {
+    match app.journal.append(events, received_at, backfill).await {
         Ok(range) => {
             metrics.accepted.inc_by(n as u64);
             metrics

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::event::{Event, StoredEvent};
-pub use records::{Attempt, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus};
+use crate::event::{BackfillTag, Event, StoredEvent};
+pub use records::{
+    Attempt, Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus,
+};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -20,6 +22,7 @@ const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_let
 const REDRIVES: TableDefinition<u64, &[u8]> = TableDefinition::new("redrives");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BACKFILLS: TableDefinition<u64, &[u8]> = TableDefinition::new("backfills");
 
 /// Jobs handed to the writer per transaction, at most.
 const MAX_GROUP: usize = 4096;
@@ -98,7 +101,7 @@ impl Journal {
         );
         let tx = db.begin_write()?;
         let counters = {
-            for t in [EVENTS, DEAD_LETTERS, REDRIVES, LOG] {
+            for t in [EVENTS, DEAD_LETTERS, REDRIVES, LOG, BACKFILLS] {
                 tx.open_table(t)?;
             }
             tx.open_table(CURSORS)?;
@@ -161,6 +164,7 @@ impl Journal {
         &self,
         events: Vec<Event>,
         received_at_ms: i64,
+        backfill: Option<BackfillTag>,
     ) -> Result<Range<u64>, JournalError> {
         // Serialise outside the writer thread; only the sequence is filled in there.
         let encoded: Vec<Vec<u8>> = events
@@ -170,6 +174,7 @@ impl Journal {
                     sequence: 0,
                     received_at_ms,
                     event,
+                    backfill: backfill.clone(),
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -422,6 +427,33 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// Records a running backfill; its id is the next free one.
+    pub async fn save_backfill(&self, mut backfill: Backfill) -> Result<Backfill, JournalError> {
+        self.write(move |txn| {
+            let mut table = txn.tx.open_table(BACKFILLS)?;
+            if backfill.id == 0 {
+                backfill.id = table.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+            }
+            table.insert(backfill.id, serde_json::to_vec(&backfill)?.as_slice())?;
+            Ok(backfill)
+        })
+        .await
+    }
+
+    pub fn backfills(&self) -> Result<Vec<Backfill>, JournalError> {
+        scan(&self.db, BACKFILLS, usize::MAX, |_: &Backfill| true)
+    }
+
+    pub async fn remove_backfill(&self, id: u64) -> Result<(), JournalError> {
+        self.write(move |txn| {
+            txn.tx.open_table(BACKFILLS)?.remove(id)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// Entries of a JSON table matching `keep`, oldest first.
 fn scan<T: serde::de::DeserializeOwned>(
     db: &Database,
@@ -541,8 +573,8 @@ mod tests {
         {
             let j = Journal::open(dir.path(), 1 << 20).unwrap();
             let (a, b) = tokio::join!(
-                j.append(vec![event("a"), event("b")], 1),
-                j.append(vec![event("c")], 2)
+                j.append(vec![event("a"), event("b")], 1, None),
+                j.append(vec![event("c")], 2, None)
             );
             let (a, b) = (a.unwrap(), b.unwrap());
             assert_eq!(a.end - a.start + b.end - b.start, 3);
@@ -559,6 +591,6 @@ mod tests {
         );
         assert_eq!(j.prune(2, i64::MAX, 100, 10).await.unwrap(), 2);
         assert_eq!(j.first_retained().unwrap(), 3);
-        assert_eq!(j.append(vec![event("d")], 3).await.unwrap(), 4..5);
+        assert_eq!(j.append(vec![event("d")], 3, None).await.unwrap(), 4..5);
     }
 }

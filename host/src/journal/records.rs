@@ -96,3 +96,20 @@ impl LogFilter {
             && self.id.as_ref().is_none_or(|i| *i == e.id)
     }
 }
+
+/// A `replicator backfill` run, from start until every replicator is past its last copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backfill {
+    pub id: u64,
+    /// The journal head when it started: live events after it win over its copies.
+    pub since: u64,
+    #[serde(default)]
+    pub replicators: Vec<String>,
+    /// The source, with secrets masked.
+    pub source: String,
+    pub started_at: String,
+    /// The journal head when it finished; `None` while it runs.
+    #[serde(default)]
+    pub finished_at_head: Option<u64>,
+}

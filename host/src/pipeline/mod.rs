@@ -2,6 +2,7 @@
 //! its own cursor, so one replicator's outage never slows another. Also prunes the journal
 //! once every replicator is past an event (and its retention is over).
 
+pub mod backfill;
 pub mod retry;
 pub mod telemetry;
 mod worker;
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, DriverKind, JournalConfig};
 use crate::journal::{DeadLetter, Journal, JournalError};
+use backfill::Backfills;
 use telemetry::{ReplicatorStats, State, Telemetry};
 use worker::{Control, Worker, WorkerParts};
 
@@ -39,6 +41,7 @@ pub struct ReplicatorHandle {
 }
 
 pub struct Pipeline {
+    pub backfills: Arc<Backfills>,
     replicators: Vec<ReplicatorHandle>,
     journal: Arc<Journal>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -52,6 +55,7 @@ impl Pipeline {
         journal: Arc<Journal>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Pipeline, PipelineError> {
+        let backfills = Backfills::load(journal.clone())?;
         let mut replicators = Vec::new();
         let mut workers = Vec::new();
         for r in &config.replicators {
@@ -85,6 +89,7 @@ impl Pipeline {
                     stats: stats.clone(),
                     log_errors: config.log_errors,
                     control: rx,
+                    backfills: backfills.clone(),
                 });
                 workers.push(tokio::spawn(worker.run()));
                 Some(tx)
@@ -103,8 +108,14 @@ impl Pipeline {
         }
         let floors: Vec<Arc<ReplicatorStats>> =
             replicators.iter().map(|r| r.stats.clone()).collect();
-        let pruner = tokio::spawn(prune(journal.clone(), floors, config.journal.clone()));
+        let pruner = tokio::spawn(prune(
+            journal.clone(),
+            floors,
+            backfills.clone(),
+            config.journal.clone(),
+        ));
         Ok(Pipeline {
+            backfills,
             replicators,
             journal,
             workers: std::sync::Mutex::new(workers),
@@ -192,16 +203,24 @@ impl Pipeline {
 async fn prune(
     journal: Arc<Journal>,
     replicators: Vec<Arc<ReplicatorStats>>,
+    backfills: Arc<Backfills>,
     config: JournalConfig,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let floor = replicators
+        let passed = replicators
             .iter()
             .map(|r| r.cursor())
             .min()
             .unwrap_or_else(|| journal.head());
+        if let Err(e) = backfills.forget_passed(passed).await {
+            tracing::error!(error = %e, "cannot update backfills");
+        }
+        // Events after a running backfill's start stay: a restarted worker re-reads them.
+        let floor = backfills
+            .prune_floor()
+            .map_or(passed, |since| since.min(passed));
         let keep_after =
             chrono::Utc::now().timestamp_millis() - config.retention.as_millis() as i64;
         loop {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::time::DelayQueue;
 
+use super::backfill::Backfills;
 use super::retry::{self, Backoff};
 use super::telemetry::{MonitorEvent, ReplicatorLabel, ReplicatorStats, State, Telemetry};
 use crate::config::{DeliveryPolicy, Route};
@@ -92,6 +93,10 @@ pub struct Worker {
     ready_since: Option<Instant>,
     /// Destination requests already added to the metric.
     requests_reported: u64,
+    backfills: Arc<Backfills>,
+    /// While backfills run: the newest live sequence of each (resource, id) after `tracking`.
+    tracking: Option<u64>,
+    live_keys: HashMap<u64, u64>,
 }
 
 pub struct WorkerParts {
@@ -104,6 +109,7 @@ pub struct WorkerParts {
     pub stats: Arc<ReplicatorStats>,
     pub log_errors: bool,
     pub control: mpsc::Receiver<Control>,
+    pub backfills: Arc<Backfills>,
 }
 
 impl Worker {
@@ -141,6 +147,9 @@ impl Worker {
             committed: cursor,
             ready_since: None,
             requests_reported: 0,
+            backfills: p.backfills,
+            tracking: None,
+            live_keys: HashMap::new(),
         }
     }
 
@@ -148,6 +157,10 @@ impl Worker {
         self.init_driver().await;
         self.load_redrives();
         let mut head = self.shared.journal.subscribe_head();
+        let mut backfills = self.backfills.subscribe();
+        if let Err(e) = self.retrack().await {
+            tracing::error!(replicator = %self.shared.id, error = %e, "cannot read the journal");
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -169,6 +182,11 @@ impl Worker {
                 }
                 changed = head.changed() => {
                     if changed.is_err() { break; }
+                }
+                _ = backfills.changed() => {
+                    if let Err(e) = self.retrack().await {
+                        tracing::error!(replicator = %self.shared.id, error = %e, "cannot read the journal");
+                    }
                 }
                 message = self.control.recv() => match message {
                     Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
@@ -244,6 +262,9 @@ impl Worker {
             };
             for stored in events {
                 let stored = Arc::new(stored);
+                if !self.admit(&stored) {
+                    continue;
+                }
                 let routes: Vec<usize> = self
                     .by_resource
                     .get(&stored.event.resource)
@@ -280,6 +301,72 @@ impl Worker {
                 }
             }
             self.read_pos = last + 1;
+        }
+        Ok(())
+    }
+
+    /// Whether an event is for this replicator: a backfilled copy is not when it is aimed at
+    /// other replicators, or when a live event of its key came after its backfill started.
+    /// Live events are remembered while backfills run.
+    fn admit(&mut self, stored: &StoredEvent) -> bool {
+        let key = record_key(&stored.event.resource, &stored.event.id);
+        match &stored.backfill {
+            None => {
+                if self.tracking.is_some_and(|since| stored.sequence > since) {
+                    self.live_keys.insert(key, stored.sequence);
+                }
+                true
+            }
+            Some(tag)
+                if !tag.replicators.is_empty() && !tag.replicators.contains(&self.shared.id) =>
+            {
+                false
+            }
+            Some(tag) => {
+                let newer_live = self
+                    .live_keys
+                    .get(&key)
+                    .is_some_and(|live| *live > tag.since);
+                if newer_live {
+                    let s = &self.shared;
+                    s.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    s.telemetry.metrics.skipped.get_or_create(&s.label).inc();
+                }
+                !newer_live
+            }
+        }
+    }
+
+    /// Follows the running backfills: starts remembering live keys from the earliest one's
+    /// start (re-reading what was already read past it), or forgets them when none is left.
+    async fn retrack(&mut self) -> Result<(), crate::journal::JournalError> {
+        let since = self.backfills.tracking_since(self.committed);
+        let earlier = match (since, self.tracking) {
+            (Some(new), Some(old)) => new < old,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        self.tracking = since;
+        match since {
+            None => self.live_keys.clear(),
+            Some(since) if earlier => {
+                let mut from = since + 1;
+                while from < self.read_pos {
+                    let events = self.shared.journal.read(from, 4096).await?;
+                    let Some(last) = events.last().map(|e| e.sequence) else {
+                        break;
+                    };
+                    for e in events
+                        .iter()
+                        .filter(|e| e.backfill.is_none() && e.sequence < self.read_pos)
+                    {
+                        self.live_keys
+                            .insert(record_key(&e.event.resource, &e.event.id), e.sequence);
+                    }
+                    from = last + 1;
+                }
+            }
+            Some(_) => {}
         }
         Ok(())
     }
@@ -419,6 +506,10 @@ impl Worker {
             .lag_seconds
             .get_or_create(&s.label)
             .set(lag);
+        if self.tracking.is_some() && self.backfills.tracking_since(self.committed).is_none() {
+            self.tracking = None;
+            self.live_keys.clear();
+        }
         let requests = s.driver.requests_made();
         if requests > self.requests_reported {
             s.telemetry
@@ -492,6 +583,14 @@ impl Worker {
             });
         }
     }
+}
+
+/// A record's identity across routes, for backfill yielding.
+fn record_key(resource: &str, id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    resource.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
 }
 
 async fn sleep_until(t: Option<Instant>) {

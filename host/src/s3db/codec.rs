@@ -256,10 +256,10 @@ pub fn decode(kind: Kind, stored: &str) -> Value {
     match kind {
         Kind::String | Kind::Unsupported(_) => {
             // s3db.js returns strings that look like JSON containers parsed.
-            if stored.starts_with('{') || stored.starts_with('[') {
-                if let Ok(v) = serde_json::from_str(stored) {
-                    return v;
-                }
+            if (stored.starts_with('{') || stored.starts_with('['))
+                && let Ok(v) = serde_json::from_str(stored)
+            {
+                return v;
             }
             Value::String(stored.into())
         }

@@ -208,24 +208,23 @@ pub fn decode(
     }
     let mut out = Map::new();
     out.insert("id".into(), Value::String(id.into()));
-    for (k, v) in stored {
-        if k.starts_with('_') || k.starts_with('$') {
+    // Long names (a user-managed body after an update) hold raw values; short keys, written
+    // later, win over them as they do in s3db.js.
+    for (k, v) in stored
+        .iter()
+        .filter(|(k, _)| !resource.by_key.contains_key(*k) && resource.attributes.contains_key(*k))
+    {
+        insert_path(&mut out, k, v.clone());
+    }
+    for (k, v) in &stored {
+        let Some(path) = resource.by_key.get(k) else {
             continue;
-        }
-        let value = match (resource.by_key.get(&k), &v) {
-            // A short key holds the stored string.
-            (Some(path), Value::String(s)) => Some((
-                path.clone(),
-                codec::decode(resource.attributes[path].kind, s),
-            )),
-            (Some(path), Value::Null) => Some((path.clone(), Value::Null)),
-            // A long name (user-managed bodies after an update) holds the raw value.
-            (None, _) if resource.attributes.contains_key(&k) => Some((k.clone(), v.clone())),
-            _ => None,
         };
-        if let Some((path, value)) = value {
-            insert_path(&mut out, &path, value);
-        }
+        let value = match v {
+            Value::String(s) => codec::decode(resource.attributes[path].kind, s),
+            other => other.clone(),
+        };
+        insert_path(&mut out, path, value);
     }
     Value::Object(out)
 }

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Started by `tests/servers/s3.sh`. Stops gracefully on SIGTERM or SIGINT (open connections
-//! get up to 5 s to finish). Facts: /work/shared/notes/test-servers.md §5.3.
+//! get up to 5 s to finish).
 
 use std::path::PathBuf;
 use std::time::Duration;
