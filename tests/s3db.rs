@@ -398,3 +398,99 @@ async fn the_embedded_default_writes_a_database_s3db_js_reads() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn the_replication_log_goes_to_an_s3db_resource_s3db_js_can_query() {
+    let log_db = S3dbTarget::file();
+    let rx = Receiver::start().await;
+    rx.refuse_containing("poison");
+    let config = format!(
+        "persistReplicatorLog: true\nreplicatorLogResource: replicator_logs\nreplicatorLogDatabase: \"{}\"\nlogSuccesses: true\nreplicators:\n  - id: hook\n    driver: webhook\n    resources: [users]\n    config: {{url: \"{}\"}}\n",
+        log_db.conn,
+        rx.url("/hook")
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("users", "u1", json!({"note": "fine"})),
+        insert("users", "u2", json!({"note": "poison"}))
+    ]))
+    .await;
+    host.drained("hook").await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let entries = eventually(Duration::from_secs(15), "two log records in s3db", || async {
+        let r = log_db.js(json!([
+            {"op": "listIds", "resource": "plg_replicator_logs", "partition": "byDate", "partitionValues": {"createdAt": today}},
+            {"op": "list", "resource": "plg_replicator_logs"},
+        ]));
+        (r[0].as_array().is_some_and(|ids| ids.len() == 2)).then(|| r[1].clone())
+    })
+    .await;
+    let by_record: BTreeMap<String, Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["recordId"].as_str().unwrap().to_string(), e.clone()))
+        .collect();
+    assert_eq!(by_record["u1"]["status"], "success");
+    assert_eq!(by_record["u2"]["status"], "dead_lettered");
+    assert!(
+        by_record["u2"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400")
+    );
+    assert_eq!(by_record["u2"]["replicator"], "hook");
+    assert_eq!(by_record["u2"]["action"], "insert");
+    assert_eq!(by_record["u2"]["createdAt"], json!(today));
+}
+
+#[tokio::test]
+async fn behaviors_limits_and_rapid_updates_of_one_key() {
+    let target = S3dbTarget::file();
+    target.js(json!([
+        {"op": "createResource", "name": "strict", "behavior": "enforce-limits", "attributes": {"text": "string"}},
+        {"op": "createResource", "name": "trunc", "behavior": "truncate-data", "attributes": {"a": "string", "b": "string"}},
+    ]));
+    let config = format!(
+        "replicators:\n  - id: copy\n    driver: s3db\n    concurrency: 8\n    batchSize: 4\n    resources: [strict, trunc, fast]\n    config: {{connectionString: \"{}\"}}\n",
+        target.conn
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("strict", "s1", json!({"text": "z".repeat(3000)})),
+        insert("trunc", "t1", json!({"a": "x", "b": "y".repeat(3000)})),
+    ]))
+    .await;
+    for i in 0..50 {
+        host.send(json!([
+            update("fast", "k1", json!({"n": i})),
+            update("fast", &format!("other{}", i % 7), json!({"n": i}))
+        ]))
+        .await;
+    }
+    let status = host.drained("copy").await;
+    assert_eq!(status["deadLettered"], 1, "{status}");
+    let dl = host.dead_letters("resource=strict").await;
+    assert!(
+        dl[0]["error"].as_str().unwrap().contains("enforce-limits"),
+        "{}",
+        dl[0]
+    );
+    let read = target.js(json!([
+        {"op": "get", "resource": "trunc", "id": "t1"},
+        {"op": "get", "resource": "fast", "id": "k1"},
+        {"op": "get", "resource": "strict", "id": "s1"},
+    ]));
+    let b = read[0]["b"].as_str().unwrap();
+    assert_eq!(read[0]["a"], "x");
+    assert!(
+        b.len() > 1000 && b.len() < 3000 && b.chars().all(|c| c == 'y'),
+        "truncated to the budget: {} chars",
+        b.len()
+    );
+    assert_eq!(read[1]["n"], 49, "the last of 50 updates of one key wins");
+    assert!(
+        read[2].is_null(),
+        "the record over the limit was not written"
+    );
+}

@@ -191,6 +191,9 @@ pub struct Config {
     pub verbose: bool,
     pub persist_replicator_log: bool,
     pub replicator_log_resource: String,
+    /// Where `persistReplicatorLog` writes (s3db.js writes into its own database; the host
+    /// has none, so it is named here).
+    pub replicator_log_database: Option<crate::s3db::Connection>,
     pub log_errors: bool,
     pub replicators: Vec<ReplicatorConfig>,
 }
@@ -216,6 +219,7 @@ impl Default for Config {
             verbose: false,
             persist_replicator_log: false,
             replicator_log_resource: "replicator_logs".into(),
+            replicator_log_database: None,
             log_errors: true,
             replicators: Vec::new(),
         }
@@ -320,6 +324,12 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
     config.log_errors = root.bool("logErrors").unwrap_or(true);
     if let Some(name) = root.string("replicatorLogResource") {
         config.replicator_log_resource = name;
+    }
+    if let Some(text) = root.string("replicatorLogDatabase") {
+        match crate::s3db::Connection::parse(&text) {
+            Ok(c) => config.replicator_log_database = Some(c),
+            Err(e) => root.problem("replicatorLogDatabase", e),
+        }
     }
     // Accepted so a pasted s3db.js config validates; every replicator already runs on its own.
     root.u64("replicatorConcurrency");

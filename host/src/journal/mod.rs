@@ -373,6 +373,18 @@ impl Journal {
         .await
     }
 
+    /// Log entries after `log_id`, oldest first.
+    pub fn logs_after(&self, log_id: u64, max: usize) -> Result<Vec<LogEntry>, JournalError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LOG)?;
+        let mut out = Vec::new();
+        for item in table.range(log_id + 1..)?.take(max) {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
     /// The newest log entries first.
     pub fn logs(&self, filter: &LogFilter, limit: usize) -> Result<Vec<LogEntry>, JournalError> {
         let tx = self.db.begin_read()?;

@@ -3,6 +3,7 @@
 //! once every replicator is past an event (and its retention is over).
 
 pub mod backfill;
+mod log_shipper;
 pub mod retry;
 pub mod telemetry;
 mod worker;
@@ -45,7 +46,7 @@ pub struct Pipeline {
     replicators: Vec<ReplicatorHandle>,
     journal: Arc<Journal>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    pruner: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -56,6 +57,8 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
     ) -> Result<Pipeline, PipelineError> {
         let backfills = Backfills::load(journal.clone())?;
+        // Tasks that run until shutdown: pruning, shipping the replication log.
+        let mut background = Vec::new();
         let mut replicators = Vec::new();
         let mut workers = Vec::new();
         for r in &config.replicators {
@@ -108,18 +111,33 @@ impl Pipeline {
         }
         let floors: Vec<Arc<ReplicatorStats>> =
             replicators.iter().map(|r| r.stats.clone()).collect();
-        let pruner = tokio::spawn(prune(
+        if let (true, Some(conn)) = (
+            config.persist_replicator_log,
+            &config.replicator_log_database,
+        ) {
+            background.push(tokio::spawn(log_shipper::run(
+                journal.clone(),
+                telemetry.clone(),
+                conn.clone(),
+                config.replicator_log_resource.clone(),
+            )));
+        } else if config.persist_replicator_log {
+            tracing::warn!(
+                "persistReplicatorLog is on but replicatorLogDatabase names no s3db database: the log stays in the journal (GET /v1/log)"
+            );
+        }
+        background.push(tokio::spawn(prune(
             journal.clone(),
             floors,
             backfills.clone(),
             config.journal.clone(),
-        ));
+        )));
         Ok(Pipeline {
             backfills,
             replicators,
             journal,
             workers: std::sync::Mutex::new(workers),
-            pruner,
+            background,
         })
     }
 
@@ -186,7 +204,9 @@ impl Pipeline {
 
     /// Stops the workers; each saves its progress first.
     pub async fn shutdown(&self) {
-        self.pruner.abort();
+        for task in &self.background {
+            task.abort();
+        }
         for r in &self.replicators {
             if let Some(c) = &r.control {
                 let _ = c.send(Control::Stop).await;

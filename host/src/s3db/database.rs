@@ -141,6 +141,41 @@ impl Database {
         result
     }
 
+    /// Adds a complete resource entry to `s3db.json` unless a resource of that name exists.
+    pub async fn define(&self, name: &str, entry: Value) -> Result<(), S3dbError> {
+        let _one = self.schema_change.lock().await;
+        let locked = self.lock().await?;
+        let result = async {
+            self.reload().await?;
+            let mut catalog = self.catalog.read().expect("catalog lock").clone();
+            if catalog.0["resources"].get(name).is_none() {
+                catalog.0["resources"][name] = entry;
+                self.save(&catalog).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if locked {
+            let _ = self.store.delete(&self.conn.key(LOCK)).await;
+        }
+        result
+    }
+
+    async fn save(&self, catalog: &Catalog) -> Result<(), S3dbError> {
+        let body = serde_json::to_vec_pretty(&catalog.0).expect("JSON serializes");
+        self.store
+            .put(
+                &self.conn.key(CATALOG),
+                &body,
+                &BTreeMap::new(),
+                Some("application/json"),
+                false,
+            )
+            .await?;
+        *self.catalog.write().expect("catalog lock") = catalog.clone();
+        Ok(())
+    }
+
     /// Takes s3db.js's metadata lock on S3 (a create-only object); stale locks expire.
     async fn lock(&self) -> Result<bool, S3dbError> {
         if matches!(self.conn.location, super::connection::Location::File { .. }) {

@@ -330,6 +330,23 @@ mod tests {
     }
 
     #[test]
+    fn tolerates_servers_that_drop_underscore_keys() {
+        let r = resource(
+            Behavior::BodyOverflow,
+            &[("small", "string"), ("big", "string")],
+        );
+        let data = json!({"small": "s", "big": "é".repeat(2000)});
+        let mut e = encode(&r, map_fields(&r, &data).unwrap(), METADATA_LIMIT).unwrap();
+        e.metadata.retain(|k, _| !k.starts_with('_'));
+        let mut expected = data.clone();
+        expected["id"] = json!("a");
+        assert_eq!(
+            decode(&r, "a", &e.metadata, e.body.unwrap().as_bytes()),
+            expected
+        );
+    }
+
+    #[test]
     fn nested_paths_and_long_names() {
         let mut c = Catalog::empty();
         c.extend(

@@ -272,6 +272,18 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Sets the partitions of a resource's current definition.
+    pub fn set_partitions(&mut self, name: &str, partitions: Value) {
+        let entry = &mut self.0["resources"][name];
+        let version = entry["currentVersion"].as_str().unwrap_or("v1").to_string();
+        let def = &mut entry["versions"][&version];
+        def["partitions"] = partitions.clone();
+        def["hash"] = Value::String(definition_hash(def));
+        entry["partitions"] = partitions;
+    }
+}
+
 /// `sha256:` of the key-sorted JSON of the parts of a definition that make it different.
 fn definition_hash(def: &Value) -> String {
     // serde_json's maps are sorted (no preserve_order), which gives the stable order.
