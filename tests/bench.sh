@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The benchmark: starts PostgreSQL, builds the host in release mode and prints figures.
+# The benchmark: builds the host in release mode, starts PostgreSQL and the S3 test server,
+# and prints figures (docs/benchmarks.md explains each).
 #   tests/bench.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$ROOT"
 export INFRA_RUN=${INFRA_RUN:-/tmp/replicator-infra/run}
-started=
-if ! tests/servers/postgres.sh status 2>/dev/null; then started=1; fi
-eval "$(tests/servers/postgres.sh start)"
-trap '[[ -n $started ]] && tests/servers/postgres.sh stop' EXIT
-cargo build --release -p replicator -p replicator-tests --bins
+cargo build --release -p replicator -p replicator-tests -p s3-test-server --bins
+tests/servers/s3db-js.sh install
+export S3_SERVER_BIN=$ROOT/target/release/s3-test-server
+STARTED=()
+for server in postgres s3; do
+    tests/servers/$server.sh status 2>/dev/null || STARTED+=("$server")
+    eval "$(tests/servers/$server.sh start)"
+done
+trap 'for s in "${STARTED[@]}"; do tests/servers/$s.sh stop; done' EXIT
 export REPLICATOR_BIN=$ROOT/target/release/replicator
 RUST_LOG=warn target/release/bench
 echo

@@ -66,6 +66,34 @@ async fn intake(host: &Host, clients: usize, per_request: u64, secs: u64) -> f64
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Posts `total` inserts in batches from `clients` tasks.
+async fn post_all(host: &Host, total: u64, batch: u64, clients: u64) {
+    let http = reqwest::Client::new();
+    let url = host.url("/v1/events");
+    let posts: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut i = c * batch;
+                while i < total {
+                    let r = http.post(&url).header("content-type", "application/json").body(body("users", i, batch.min(total - i))).send().await.unwrap();
+                    assert_eq!(r.status(), 202);
+                    i += batch * clients;
+                }
+            })
+        })
+        .collect();
+    for p in posts {
+        p.await.unwrap();
+    }
+}
+
+/// The value of one metric line.
+async fn metric(host: &Host, series: &str) -> f64 {
+    let text = reqwest::get(host.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -234,7 +262,43 @@ async fn main() {
         }
     }
 
-    // 4. Memory with a backlog of 1,000,000 events while the destination is down.
+    // 4. Into s3db: a directory and the local S3 server; requests per event; backfill.
+    let file_db = S3dbTarget::file();
+    for (label, target, total) in [("file://", &file_db, 20_000u64), ("local S3 server", &S3dbTarget::s3("bench"), 5_000)] {
+        let host = Host::start(&format!(
+            "replicators:\n  - id: s3db\n    driver: s3db\n    resources: [users]\n    config: {{connectionString: \"{}\"}}\n",
+            target.conn
+        ))
+        .await;
+        let start = Instant::now();
+        post_all(&host, total, 100, 4).await;
+        host.drained("s3db").await;
+        let elapsed = start.elapsed();
+        let requests = metric(&host, "replicator_destination_requests_total{replicator=\"s3db\"}").await;
+        println!(
+            "into s3db on {label:<16} {:>8.0} events/s ({total} inserts in {:.2} s), {:.3} requests per event",
+            total as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            requests / total as f64
+        );
+        // Backfill: read every record back and send it through a replicator-less host.
+        let sink = Host::start("").await;
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let out = std::process::Command::new(binary())
+            .args(["backfill", "--source", &target.conn, "--url", &sink.url(""), "--checkpoint"])
+            .arg(dir.path().join("cp.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "backfill from s3db on {label:<16} {:>4.0} records/s ({total} records in {:.2} s, read, converted and made durable)",
+            total as f64 / start.elapsed().as_secs_f64(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+
+    // 5. Memory with a backlog of 1,000,000 events while the destination is down.
     {
         let port = free_port(); // nothing listens there
         let host = Host::start(&format!(
