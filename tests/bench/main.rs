@@ -76,7 +76,13 @@ async fn post_all(host: &Host, total: u64, batch: u64, clients: u64) {
             tokio::spawn(async move {
                 let mut i = c * batch;
                 while i < total {
-                    let r = http.post(&url).header("content-type", "application/json").body(body("users", i, batch.min(total - i))).send().await.unwrap();
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body("users", i, batch.min(total - i)))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 202);
                     i += batch * clients;
                 }
@@ -90,8 +96,16 @@ async fn post_all(host: &Host, total: u64, batch: u64, clients: u64) {
 
 /// The value of one metric line.
 async fn metric(host: &Host, series: &str) -> f64 {
-    let text = reqwest::get(host.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    let text = reqwest::get(host.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -117,8 +131,12 @@ async fn main() {
             .unwrap_or(0)
     );
 
+    // BENCH_ONLY=intake,postgres,latency,s3db,backlog runs a subset.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+
     // 1. Durable intake.
-    {
+    if run("intake") {
         let host = Host::start("").await;
         let singles = intake(&host, 64, 1, 5).await;
         println!("intake, single events (64 clients):        {singles:>10.0} events/s");
@@ -127,7 +145,7 @@ async fn main() {
     }
 
     // 2. Sustained end-to-end throughput into PostgreSQL.
-    for batch_size in [100, 1000] {
+    for batch_size in [100, 1000].into_iter().filter(|_| run("postgres")) {
         let pg = Pg::connect(&format!("bench_{batch_size}")).await;
         let host = Host::start(&format!(
             "replicators:\n{}",
@@ -182,7 +200,7 @@ async fn main() {
     }
 
     // 3. Latency at a steady 5,000 events/s, to PostgreSQL (row visible) and to a webhook.
-    {
+    if run("latency") {
         let pg = Pg::connect("bench_latency").await;
         let s = &pg.schema;
         pg.client
@@ -263,8 +281,16 @@ async fn main() {
     }
 
     // 4. Into s3db: a directory and the local S3 server; requests per event; backfill.
-    let file_db = S3dbTarget::file();
-    for (label, target, total) in [("file://", &file_db, 20_000u64), ("local S3 server", &S3dbTarget::s3("bench"), 5_000)] {
+    let targets = if run("s3db") {
+        vec![
+            ("file://", S3dbTarget::file(), 20_000u64),
+            ("local S3 server", S3dbTarget::s3("bench"), 5_000),
+        ]
+    } else {
+        vec![]
+    };
+    for (label, target, total) in &targets {
+        let total = *total;
         let host = Host::start(&format!(
             "replicators:\n  - id: s3db\n    driver: s3db\n    resources: [users]\n    config: {{connectionString: \"{}\"}}\n",
             target.conn
@@ -274,7 +300,11 @@ async fn main() {
         post_all(&host, total, 100, 4).await;
         host.drained("s3db").await;
         let elapsed = start.elapsed();
-        let requests = metric(&host, "replicator_destination_requests_total{replicator=\"s3db\"}").await;
+        let requests = metric(
+            &host,
+            "replicator_destination_requests_total{replicator=\"s3db\"}",
+        )
+        .await;
         println!(
             "into s3db on {label:<16} {:>8.0} events/s ({total} inserts in {:.2} s), {:.3} requests per event",
             total as f64 / elapsed.as_secs_f64(),
@@ -286,11 +316,22 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let start = Instant::now();
         let out = std::process::Command::new(binary())
-            .args(["backfill", "--source", &target.conn, "--url", &sink.url(""), "--checkpoint"])
+            .args([
+                "backfill",
+                "--source",
+                &target.conn,
+                "--url",
+                &sink.url(""),
+                "--checkpoint",
+            ])
             .arg(dir.path().join("cp.json"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         println!(
             "backfill from s3db on {label:<16} {:>4.0} records/s ({total} records in {:.2} s, read, converted and made durable)",
             total as f64 / start.elapsed().as_secs_f64(),
@@ -299,7 +340,7 @@ async fn main() {
     }
 
     // 5. Memory with a backlog of 1,000,000 events while the destination is down.
-    {
+    if run("backlog") {
         let port = free_port(); // nothing listens there
         let host = Host::start(&format!(
             "replicators:\n  - id: down\n    driver: webhook\n    resources: [users]\n    config:\n      url: http://127.0.0.1:{port}/hook\n"

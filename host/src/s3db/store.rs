@@ -327,16 +327,14 @@ fn sidecar_of(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Writes the body file and its sidecar as FileSystemClient does, each atomically.
+/// Writes the body file and its sidecar as FileSystemClient does, each atomically, in one
+/// trip to the blocking pool.
 async fn write_file_object(
     path: &Path,
     body: &[u8],
     metadata: &BTreeMap<String, String>,
     content_type: Option<&str>,
 ) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
-    }
     let sidecar = json!({
         "metadata": metadata,
         "contentType": content_type.unwrap_or("application/octet-stream"),
@@ -347,17 +345,35 @@ async fn write_file_object(
         "compressed": false,
         "expiresAt": null,
         "body": {"type": "Buffer", "data": body},
-    });
-    atomic_write(path, body).await?;
-    atomic_write(&sidecar_of(path), sidecar.to_string().as_bytes()).await
+    })
+    .to_string();
+    let (path, body) = (path.to_path_buf(), body.to_vec());
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent().filter(|p| !p.is_dir()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        if body.is_empty() {
+            // Most records live in metadata: an empty body file needs no temporary copy.
+            std::fs::File::create(&path)?;
+        } else {
+            atomic_write(&path, &body)?;
+        }
+        atomic_write(&sidecar_of(&path), sidecar.as_bytes())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
-async fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
+    tmp.push(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let tmp = PathBuf::from(tmp);
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn list_files(
