@@ -12,6 +12,7 @@ pub mod event;
 pub mod intake;
 pub mod journal;
 pub mod pipeline;
+pub mod plugins;
 pub mod redact;
 pub mod s3db;
 pub mod server;

@@ -110,6 +110,11 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Inspect or precompile a Wasm plugin component.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Deliver a replicator's events again from a sequence or a time.
     Replay {
         #[arg(long)]
@@ -155,6 +160,20 @@ struct LogArgs {
     id: Option<String>,
     #[arg(long, default_value_t = 50)]
     limit: usize,
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Say which world a component implements and what it imports; exit 1 if the sandbox
+    /// would refuse it.
+    Check { file: PathBuf },
+    /// Compile a component into the cache so the service starts it without compiling.
+    Compile {
+        file: PathBuf,
+        /// Where compiled components are kept (the service's `plugins.cacheDir`).
+        #[arg(long, default_value = "./replicator-data/plugin-cache")]
+        cache_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { action } => plugin(action),
         Command::Backfill {
             source,
             resources,
@@ -348,6 +368,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .post(&format!("/v1/replicators/{replicator}/replay"), &body)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
+    // The service's engine settings, so a compiled artifact is one the service can load.
+    let mut config = crate::config::PluginsConfig::default();
+    let denied = Default::default();
+    match action {
+        PluginAction::Check { file } => {
+            config.cache_dir = std::env::temp_dir().join("replicator-plugin-check");
+            let runtime = crate::plugins::Runtime::new(config, denied)?;
+            let report = crate::plugins::check::inspect(&runtime, &file)?;
+            match report.world {
+                Some(w) => println!("{}: implements {} (replicator:plugin@0.1.0)", file.display(), w.name()),
+                None => println!("{}: implements none of the worlds of replicator:plugin@0.1.0", file.display()),
+            }
+            println!("exports:");
+            for e in &report.exports {
+                println!("  {e}");
+            }
+            println!("imports:");
+            for i in &report.imports {
+                let verdict = if report.refused.iter().any(|r| r.starts_with(i.as_str())) {
+                    "REFUSED"
+                } else if report.denied.iter().any(|r| r.starts_with(i.as_str())) {
+                    "linked, every use denied"
+                } else {
+                    "granted"
+                };
+                println!("  {i}: {verdict}");
+            }
+            for r in report.refused.iter().chain(&report.denied) {
+                println!("note: {r}");
+            }
+            Ok(if report.world.is_some() && report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PluginAction::Compile { file, cache_dir } => {
+            config.cache_dir = cache_dir;
+            let runtime = crate::plugins::Runtime::new(config, denied)?;
+            let started = std::time::Instant::now();
+            let artifact = runtime.precompile(&file)?;
+            println!("{} -> {} ({:.1} s)", file.display(), artifact.display(), started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
     }

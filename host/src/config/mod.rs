@@ -82,6 +82,31 @@ pub struct JournalConfig {
     pub cache_bytes: u64,
 }
 
+/// The Wasm plugin runtime: where compiled components are cached and the sandbox's limits.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    pub cache_dir: PathBuf,
+    /// Deadline of one call into a plugin.
+    pub timeout: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_limit: usize,
+    /// Instances alive at once (the pooling allocator reserves room for them).
+    pub max_instances: u32,
+    pub pooling: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            cache_dir: PathBuf::from("./replicator-data/plugin-cache"),
+            timeout: Duration::from_secs(2),
+            memory_limit: 128 << 20,
+            max_instances: 64,
+            pooling: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryStrategy {
     Exponential,
@@ -167,6 +192,7 @@ pub enum DriverConfig {
     Webhook(WebhookConfig),
     Postgresql(PostgresConfig),
     S3db(S3dbConfig),
+    Wasm(crate::drivers::wasm::WasmConfig),
 }
 
 /// A route for this resource name takes every resource, each to its own name.
@@ -195,6 +221,7 @@ pub struct Config {
     /// has none, so it is named here).
     pub replicator_log_database: Option<crate::s3db::Connection>,
     pub log_errors: bool,
+    pub plugins: PluginsConfig,
     pub replicators: Vec<ReplicatorConfig>,
 }
 
@@ -221,6 +248,7 @@ impl Default for Config {
             replicator_log_resource: "replicator_logs".into(),
             replicator_log_database: None,
             log_errors: true,
+            plugins: PluginsConfig::default(),
             replicators: Vec::new(),
         }
     }
@@ -312,11 +340,11 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
         journal(&mut s, &mut config.journal);
         s.finish();
     }
-    if root.value("plugins").is_some() {
-        root.problem(
-            "plugins",
-            "the Wasm plugin runtime is not part of this build yet",
-        );
+    let journal_dir = config.journal.path.clone();
+    config.plugins.cache_dir = journal_dir.join("plugin-cache");
+    if let Some(mut s) = root.section("plugins") {
+        plugins(&mut s, &mut config.plugins);
+        s.finish();
     }
     config.enabled = root.bool("enabled").unwrap_or(true);
     config.verbose = root.bool("verbose").unwrap_or(false);
@@ -402,6 +430,24 @@ fn journal(s: &mut Section, out: &mut JournalConfig) {
     }
     if let Some(n) = s.bytes("cacheBytes") {
         out.cache_bytes = n;
+    }
+}
+
+fn plugins(s: &mut Section, out: &mut PluginsConfig) {
+    if let Some(p) = s.string("cacheDir") {
+        out.cache_dir = p.into();
+    }
+    if let Some(d) = s.duration("timeout") {
+        out.timeout = d;
+    }
+    if let Some(n) = s.bytes("memoryLimit") {
+        out.memory_limit = n as usize;
+    }
+    if let Some(n) = s.u64_in("maxInstances", 1, 10_000) {
+        out.max_instances = n as u32;
+    }
+    if let Some(b) = s.bool("pooling") {
+        out.pooling = b;
     }
 }
 
@@ -547,11 +593,12 @@ fn replicator(
             crate::drivers::postgresql::config::parse(&mut cs).map(DriverConfig::Postgresql)
         }
         DriverKind::S3db => crate::drivers::s3db::config::parse(&mut cs).map(DriverConfig::S3db),
+        DriverKind::Wasm => crate::drivers::wasm::config::parse(&mut cs).map(DriverConfig::Wasm),
         other => {
             problems.add(
                 join(&path, "driver"),
                 format!(
-                    "driver \"{}\" is not available in this build yet (available: s3db, postgresql, webhook)",
+                    "driver \"{}\" is not available in this build yet (available: s3db, postgresql, webhook, wasm)",
                     other.name()
                 ),
             );

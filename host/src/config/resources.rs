@@ -264,14 +264,10 @@ fn transform(value: &Value, path: &str, problems: &Problems) -> Option<Transform
             None
         }
     };
-    if let Some(t) = &parsed {
-        problems.add(
-            path,
-            format!(
-                "transform {} cannot run: this build has no Wasm plugin runtime yet, so transforms are not applied (remove it or use a build with plugins)",
-                t.component.display()
-            ),
-        );
+    if let Some(t) = &parsed
+        && !t.component.is_file()
+    {
+        problems.add(path, format!("no component file {}", t.component.display()));
     }
     parsed
 }

@@ -6,6 +6,7 @@
 pub mod payload;
 pub mod postgresql;
 pub mod s3db;
+pub mod wasm;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -95,11 +96,20 @@ pub trait Driver: Send + Sync {
     }
 }
 
-/// Builds the driver a replicator's config describes.
-pub fn build(config: &DriverConfig) -> Arc<dyn Driver> {
-    match config {
+/// Builds the driver a replicator's config describes (a Wasm driver is compiled and checked
+/// here, so a broken component stops the start with its reason).
+pub async fn build(
+    config: &DriverConfig,
+    plugins: Option<&Arc<crate::plugins::Runtime>>,
+) -> Result<Arc<dyn Driver>, crate::plugins::PluginError> {
+    Ok(match config {
         DriverConfig::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())),
         DriverConfig::Postgresql(c) => Arc::new(postgresql::PostgresSink::new(c.clone())),
         DriverConfig::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone())),
-    }
+        DriverConfig::Wasm(c) => {
+            let runtime = plugins.expect("a runtime exists when a wasm driver is configured");
+            let plugin = crate::plugins::driver::DriverPlugin::load(runtime.clone(), &c.component, &c.config, c.allow_hosts.clone()).await?;
+            Arc::new(wasm::WasmSink::new(plugin, runtime.config().timeout.max(std::time::Duration::from_secs(30))))
+        }
+    })
 }

@@ -31,6 +31,8 @@ pub enum PipelineError {
     Pruned { requested: u64, oldest: u64 },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error("replicator \"{0}\": {1}")]
+    Plugin(String, crate::plugins::PluginError),
 }
 
 /// What the rest of the host sees of a replicator.
@@ -57,6 +59,14 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
     ) -> Result<Pipeline, PipelineError> {
         let backfills = Backfills::load(journal.clone())?;
+        let wants_plugins = config.replicators.iter().any(|r| {
+            matches!(r.driver_config, crate::config::DriverConfig::Wasm(_)) || r.routes.iter().any(|x| x.transform.is_some())
+        });
+        let plugins = if wants_plugins {
+            Some(crate::plugins::Runtime::new(config.plugins.clone(), telemetry.metrics.plugin_requests_denied.clone()).map_err(|e| PipelineError::Plugin("*".into(), e))?)
+        } else {
+            None
+        };
         // Tasks that run until shutdown: pruning, shipping the replication log.
         let mut background = Vec::new();
         let mut replicators = Vec::new();
@@ -82,10 +92,25 @@ impl Pipeline {
             ));
             let control = if running {
                 let (tx, rx) = mpsc::channel(64);
+                let plugin_error = |e| PipelineError::Plugin(r.id.clone(), e);
+                let mut transforms = Vec::with_capacity(r.routes.len());
+                for route in &r.routes {
+                    transforms.push(match (&route.transform, &plugins) {
+                        (Some(t), Some(runtime)) => Some(
+                            crate::plugins::Transform::load(runtime.clone(), &t.component, &t.config)
+                                .await
+                                .map_err(plugin_error)?,
+                        ),
+                        _ => None,
+                    });
+                }
                 let worker = Worker::new(WorkerParts {
                     id: r.id.clone(),
                     routes: r.routes.clone(),
-                    driver: crate::drivers::build(&r.driver_config),
+                    transforms,
+                    driver: crate::drivers::build(&r.driver_config, plugins.as_ref())
+                        .await
+                        .map_err(plugin_error)?,
                     policy: r.delivery.clone(),
                     journal: journal.clone(),
                     telemetry: telemetry.clone(),

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub journal_to_delivered: Latency,
     pub destination_call: Latency,
     pub destination_requests: Family<ReplicatorLabel, Counter>,
+    pub plugin_requests_denied: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +57,7 @@ impl Default for Metrics {
         let journal_to_delivered: Latency = Family::new_with_constructor(latency_histogram);
         let destination_call: Latency = Family::new_with_constructor(latency_histogram);
         let destination_requests = Family::default();
+        let plugin_requests_denied = Counter::default();
         registry.register(
             "events_accepted",
             "Events made durable by intake",
@@ -116,9 +118,15 @@ impl Default for Metrics {
             "Requests sent to the destination (drivers that count them)",
             destination_requests.clone(),
         );
+        registry.register(
+            "plugin_requests_denied",
+            "Outbound requests of driver plugins refused by their allowHosts",
+            plugin_requests_denied.clone(),
+        );
         Metrics {
             registry,
             destination_requests,
+            plugin_requests_denied,
             accepted,
             rejected,
             intake_to_journal,

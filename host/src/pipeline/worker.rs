@@ -23,6 +23,7 @@ use crate::config::{DeliveryPolicy, Route};
 use crate::drivers::{Delivery, DeliveryError, Driver, ErrorKind};
 use crate::event::{StoredEvent, now_rfc3339};
 use crate::journal::{Attempt, DeadLetter, Journal, LogEntry, LogStatus};
+use crate::plugins::{Transform, TransformOutcome};
 
 /// Instructions from the admin API.
 pub enum Control {
@@ -47,6 +48,15 @@ struct Item {
     /// Set when this is a redriven dead letter: its id and earlier redrives.
     redrive: Option<(u64, u32)>,
 }
+
+impl Item {
+    fn new(event: Arc<StoredEvent>, route: usize) -> Item {
+        Item { event, route, attempts: Vec::new(), retries: None, outage: None, redrive: None }
+    }
+}
+
+/// Events per call into a transform.
+const TRANSFORM_BATCH: usize = 100;
 
 /// What became of one item after a delivery attempt.
 enum Fate {
@@ -77,6 +87,7 @@ struct Shared {
 
 pub struct Worker {
     shared: Arc<Shared>,
+    transforms: Vec<Option<Arc<Transform>>>,
     by_resource: HashMap<String, Vec<usize>>,
     control: mpsc::Receiver<Control>,
     queues: HashMap<u64, VecDeque<Item>>,
@@ -102,6 +113,8 @@ pub struct Worker {
 pub struct WorkerParts {
     pub id: String,
     pub routes: Vec<Route>,
+    /// The transform of each route, if any.
+    pub transforms: Vec<Option<Arc<Transform>>>,
     pub driver: Arc<dyn Driver>,
     pub policy: DeliveryPolicy,
     pub journal: Arc<Journal>,
@@ -120,6 +133,7 @@ impl Worker {
         }
         let cursor = p.stats.cursor();
         Worker {
+            transforms: p.transforms,
             shared: Arc::new(Shared {
                 label: ReplicatorLabel {
                     replicator: p.id.clone(),
@@ -260,49 +274,81 @@ impl Worker {
                 self.read_pos = s.journal.head() + 1;
                 break;
             };
+            // Route every event; events bound for a transformed route wait for their batch.
+            let mut deliveries: Vec<(Arc<StoredEvent>, Vec<(usize, Arc<StoredEvent>)>)> = Vec::with_capacity(events.len());
+            let mut to_transform: HashMap<usize, Vec<usize>> = HashMap::new();
             for stored in events {
                 let stored = Arc::new(stored);
                 if !self.admit(&stored) {
                     continue;
                 }
-                let routes: Vec<usize> = self
-                    .by_resource
-                    .get(&stored.event.resource)
-                    .or_else(|| self.by_resource.get(crate::config::ANY_RESOURCE))
-                    .map(|rs| {
-                        rs.iter()
-                            .copied()
-                            .filter(|r| s.routes[*r].actions.contains(stored.event.action))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let routes = self.routes_of(&stored);
                 if routes.is_empty() {
-                    if self.by_resource.contains_key(&stored.event.resource)
-                        || self.by_resource.contains_key(crate::config::ANY_RESOURCE)
-                    {
-                        s.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        s.telemetry.metrics.skipped.get_or_create(&s.label).inc();
-                    }
                     continue;
                 }
-                self.pending.insert(
-                    stored.sequence,
-                    (routes.len() as u32, stored.received_at_ms),
-                );
+                let mut direct = Vec::with_capacity(routes.len());
                 for route in routes {
-                    self.enqueue(Item {
-                        event: stored.clone(),
-                        route,
-                        attempts: Vec::new(),
-                        retries: None,
-                        outage: None,
-                        redrive: None,
-                    });
+                    if self.transforms[route].is_some() {
+                        to_transform.entry(route).or_default().push(deliveries.len());
+                    } else {
+                        direct.push((route, stored.clone()));
+                    }
+                }
+                deliveries.push((stored, direct));
+            }
+            for (route, positions) in to_transform {
+                let transform = self.transforms[route].clone().expect("a transformed route");
+                for chunk in positions.chunks(TRANSFORM_BATCH) {
+                    let inputs: Vec<StoredEvent> = chunk.iter().map(|&p| (*deliveries[p].0).clone()).collect();
+                    let outcomes = transform.apply(&inputs).await;
+                    for (&p, outcome) in chunk.iter().zip(outcomes) {
+                        match outcome {
+                            TransformOutcome::Emit(list) if list.is_empty() => self.count_skipped(),
+                            TransformOutcome::Emit(list) => {
+                                deliveries[p].1.extend(list.into_iter().map(|e| (route, Arc::new(e))));
+                            }
+                            TransformOutcome::Failed(reason) => {
+                                let item = Item::new(deliveries[p].0.clone(), route);
+                                while dead_letter(&s, &item, &DeliveryError::permanent(reason.clone())).await.is_err() {
+                                    tokio::time::sleep(s.policy.retry_delay).await;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (stored, items) in deliveries {
+                if items.is_empty() {
+                    continue; // skipped or dead-lettered by every route's transform
+                }
+                self.pending.insert(stored.sequence, (items.len() as u32, stored.received_at_ms));
+                for (route, event) in items {
+                    self.enqueue(Item::new(event, route));
                 }
             }
             self.read_pos = last + 1;
         }
         Ok(())
+    }
+
+    /// The routes that take this event; counts it skipped when its resource is routed but
+    /// none of those routes takes its action.
+    fn routes_of(&self, stored: &StoredEvent) -> Vec<usize> {
+        let s = &self.shared;
+        let candidates = self.by_resource.get(&stored.event.resource).or_else(|| self.by_resource.get(crate::config::ANY_RESOURCE));
+        let routes: Vec<usize> = candidates
+            .map(|rs| rs.iter().copied().filter(|r| s.routes[*r].actions.contains(stored.event.action)).collect())
+            .unwrap_or_default();
+        if routes.is_empty() && candidates.is_some() {
+            self.count_skipped();
+        }
+        routes
+    }
+
+    fn count_skipped(&self) {
+        let s = &self.shared;
+        s.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        s.telemetry.metrics.skipped.get_or_create(&s.label).inc();
     }
 
     /// Whether an event is for this replicator: a backfilled copy is not when it is aimed at
@@ -573,14 +619,9 @@ impl Worker {
                 attempt: None,
                 error: None,
             });
-            self.enqueue(Item {
-                event: Arc::new(entry.event),
-                route,
-                attempts: Vec::new(),
-                retries: None,
-                outage: None,
-                redrive: Some((redrive_id, redrives)),
-            });
+            let mut item = Item::new(Arc::new(entry.event), route);
+            item.redrive = Some((redrive_id, redrives));
+            self.enqueue(item);
         }
     }
 }

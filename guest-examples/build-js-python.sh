@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the JavaScript and Python example transforms into WebAssembly components:
+#   dist/js-transform.wasm      (js-transform/, componentize-js)
+#   dist/python-transform.wasm  (python-transform/, componentize-py)
+# Usage: guest-examples/build-js-python.sh [--check]   (from any directory)
+#   --check  also runs the plain-Node and plain-Python tests of the transform logic and runs the
+#            built components under Node (jco) against transform-cases.json.
+# Installs what it needs on first use: `npm ci` in js-transform/ when node_modules is missing or
+# older than package-lock.json; a venv (python-transform/.venv, or $PY_VENV) with the pinned
+# componentize-py when missing. Sizes and timings go to stderr.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+check=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+size() { awk -v s="$(stat -c %s "$1")" 'BEGIN { printf "%.1f MiB", s / 1048576 }'; }
+magic() { # a component starts with \0asm, version 0x0d, layer 1
+  [[ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" == "0061736d0d000100" ]] ||
+    { echo "$1 is not a WebAssembly component" >&2; exit 1; }
+}
+
+mkdir -p "$here/dist"
+total=$(now)
+
+# --- JavaScript ---
+js="$here/js-transform"
+if [[ ! -f "$js/node_modules/.package-lock.json" || "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]]; then
+  t=$(now)
+  # npm ci refuses this lock when the registry lacks some other platform's optional binary that a
+  # dependency lists (npm leaves those out of the lock); npm install then installs the same locked
+  # versions and leaves the lock as it is.
+  if ! (cd "$js" && npm ci --no-audit --no-fund --loglevel=error 2>"$js/.npm-ci.log"); then
+    echo "js: npm ci refused the lock ($(grep -m1 -o 'Missing: [^ ]*' "$js/.npm-ci.log" || echo 'see js-transform/.npm-ci.log')...); npm install from the lock instead" >&2
+    cp "$js/package-lock.json" "$js/.package-lock.before"
+    (cd "$js" && npm install --no-audit --no-fund --loglevel=error) >&2
+    cmp -s "$js/package-lock.json" "$js/.package-lock.before" ||
+      echo "js: warning: npm install changed js-transform/package-lock.json" >&2
+    rm -f "$js/.package-lock.before"
+  fi
+  rm -f "$js/.npm-ci.log"
+  echo "js: dependencies installed, $(since "$t")" >&2
+fi
+t=$(now)
+(cd "$js" && node build.mjs "$here/dist/js-transform.wasm")
+magic "$here/dist/js-transform.wasm"
+echo "js: built dist/js-transform.wasm, $(size "$here/dist/js-transform.wasm"), $(since "$t")" >&2
+
+# --- Python ---
+t=$(now)
+"$here/python-transform/build.sh" "$here/dist/python-transform.wasm"
+magic "$here/dist/python-transform.wasm"
+echo "python: built dist/python-transform.wasm, $(size "$here/dist/python-transform.wasm"), $(since "$t") (venv setup included)" >&2
+
+if (( check )); then
+  t=$(now)
+  (cd "$js" && npm test --silent) >&2
+  py="${PY_VENV:-$here/python-transform/.venv}/bin/python"
+  "$py" "$here/python-transform/test_app.py" >&2
+  (cd "$js" && node run-component.mjs "$here/dist/js-transform.wasm" "$here/dist/python-transform.wasm")
+  echo "checks: $(since "$t")" >&2
+fi
+echo "js-python: done in $(since "$total")" >&2

@@ -1,0 +1,28 @@
+// Builds transform.js into a WebAssembly component of the world `record-transformer`.
+//   node build.mjs [OUT.wasm]        (default: ../dist/js-transform.wasm)
+// Uses the componentize-js API (the `jco componentize` CLI fails on this machine with
+// "failed to get path metadata (os error 44)").
+import { componentize } from '@bytecodealliance/componentize-js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = resolve(process.argv[2] ?? resolve(here, '../dist/js-transform.wasm'));
+const started = Date.now();
+
+const opts = {
+  sourcePath: resolve(here, 'transform.js'),
+  witPath: resolve(here, '../../wit'),
+  worldName: 'record-transformer',
+  // A transform gets no WASI at all: only the host's `log` import.
+  disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
+};
+
+const { component, imports } = await componentize(opts);
+await mkdir(dirname(out), { recursive: true });
+await writeFile(out, component);
+console.error(
+  `js-transform: ${out} (${(component.length / 1048576).toFixed(1)} MiB, ` +
+    `${((Date.now() - started) / 1000).toFixed(1)} s); imports: ${JSON.stringify(imports)}`,
+);

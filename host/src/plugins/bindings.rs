@@ -1,0 +1,42 @@
+//! Host bindings of `wit/plugin.wit`, one module per world; the shared interfaces (`types`,
+//! `log`, `transform-types`) are generated once and reused by the others.
+
+pub mod batch {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "batch-transformer",
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+pub mod record {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "record-transformer",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "replicator:plugin/types": super::batch::replicator::plugin::types,
+            "replicator:plugin/log": super::batch::replicator::plugin::log,
+            "replicator:plugin/transform-types": super::batch::replicator::plugin::transform_types,
+        },
+    });
+}
+
+pub mod driver {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sink-driver",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "replicator:plugin/types": super::batch::replicator::plugin::types,
+            "replicator:plugin/log": super::batch::replicator::plugin::log,
+        },
+    });
+}
+
+pub use batch::replicator::plugin::log::Level;
+pub use batch::replicator::plugin::transform_types::{Outcome, TransformError};
+pub use batch::replicator::plugin::types::{Action, ErrorInfo, Event};

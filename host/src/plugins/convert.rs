@@ -1,0 +1,60 @@
+//! The event envelope <-> the WIT `event` record (documents as JSON bytes).
+
+use super::bindings::{Action, Event as WitEvent};
+use crate::event::{Action as HostAction, Event, StoredEvent};
+
+fn json(v: &Option<serde_json::Value>) -> Option<Vec<u8>> {
+    v.as_ref().map(|v| serde_json::to_vec(v).expect("JSON serializes"))
+}
+
+pub fn to_wit(e: &StoredEvent) -> WitEvent {
+    let ev = &e.event;
+    WitEvent {
+        resource: ev.resource.clone(),
+        action: match ev.action {
+            HostAction::Insert => Action::Insert,
+            HostAction::Update => Action::Update,
+            HostAction::Delete => Action::Delete,
+        },
+        id: ev.id.clone(),
+        data: json(&ev.data),
+        before: json(&ev.before),
+        timestamp: ev.timestamp.clone(),
+        source: ev.source.clone(),
+        sequence: e.sequence,
+        metadata: json(&ev.metadata),
+    }
+}
+
+fn parse(field: &str, bytes: Option<Vec<u8>>) -> Result<Option<serde_json::Value>, String> {
+    bytes
+        .map(|b| serde_json::from_slice(&b).map_err(|e| format!("invalid JSON in \"{field}\": {e}")))
+        .transpose()
+}
+
+/// A plugin's event, keeping the input's sequence and acceptance time (its identity in the
+/// journal); ids and documents are the plugin's.
+pub fn from_wit(w: WitEvent, input: &StoredEvent) -> Result<StoredEvent, String> {
+    if w.id.is_empty() {
+        return Err("an event without an id".into());
+    }
+    Ok(StoredEvent {
+        sequence: input.sequence,
+        received_at_ms: input.received_at_ms,
+        backfill: input.backfill.clone(),
+        event: Event {
+            resource: w.resource,
+            action: match w.action {
+                Action::Insert => HostAction::Insert,
+                Action::Update => HostAction::Update,
+                Action::Delete => HostAction::Delete,
+            },
+            id: w.id,
+            data: parse("data", w.data)?,
+            before: parse("before", w.before)?,
+            timestamp: w.timestamp,
+            source: w.source,
+            metadata: parse("metadata", w.metadata)?,
+        },
+    })
+}

@@ -1,0 +1,39 @@
+//! Wasm plugins: transforms and custom drivers as sandboxed WebAssembly components behind
+//! `wit/plugin.wit`. One engine per process; instances are kept and reused; every call has a
+//! deadline and every instance a memory cap; a trap ends the instance, never the host.
+
+mod bindings;
+pub mod check;
+mod convert;
+pub mod driver;
+pub mod egress;
+pub mod runtime;
+pub mod transform;
+
+use std::path::PathBuf;
+
+pub use convert::to_wit;
+pub use runtime::Runtime;
+
+/// The driver interface's types, for the wasm driver.
+pub mod driver_types {
+    pub use super::bindings::ErrorInfo;
+    pub use super::bindings::driver::exports::replicator::plugin::driver::DriverError;
+}
+pub use transform::{Transform, TransformOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read plugin {path}: {reason}", path = .0.display(), reason = .1)]
+    Read(PathBuf, String),
+    #[error("{path} is not a valid WebAssembly component: {reason}", path = .0.display(), reason = .1)]
+    Invalid(PathBuf, String),
+    #[error("{path} cannot run here: {reason}", path = .0.display(), reason = .1)]
+    Refused(PathBuf, String),
+    #[error("plugin {0} refused its config: {1}")]
+    Config(String, String),
+    #[error("plugin {0} trapped: {1}")]
+    Trap(String, String),
+    #[error("Wasm engine: {0}")]
+    Engine(String),
+}

@@ -1,0 +1,251 @@
+//! The Wasm engine: one per process, with epoch interruption (a ticker thread), the pooling
+//! allocator, a memory cap per instance, and a cache of precompiled components keyed by the
+//! component's hash and the engine's compatibility hash (only artifacts this host wrote).
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::PluginError;
+use super::bindings::Level;
+use super::egress::Egress;
+use crate::config::PluginsConfig;
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// What one instance's store holds.
+pub struct Host {
+    pub plugin: Arc<str>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub egress: Egress,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The running call must end by then.
+    pub deadline: Instant,
+    /// The driver's key/value state (drivers only).
+    pub state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+    }
+}
+
+impl super::bindings::batch::replicator::plugin::log::Host for Host {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin;
+        // Guests cannot flood the log with huge lines.
+        let message: String = message.chars().take(2000).collect();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// Size limit of a driver's state.
+const STATE_LIMIT: usize = 1 << 20;
+
+impl super::bindings::driver::replicator::plugin::state::Host for Host {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.state.lock().expect("state lock").get(&key).cloned())
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let mut state = self.state.lock().expect("state lock");
+        let used: usize = state.iter().filter(|(k, _)| **k != key).map(|(k, v)| k.len() + v.len()).sum();
+        if used + key.len() + value.len() > STATE_LIMIT {
+            return Ok(Err(format!("state is limited to {STATE_LIMIT} bytes")));
+        }
+        state.insert(key, value);
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.state.lock().expect("state lock").remove(&key);
+        Ok(())
+    }
+}
+
+/// The engine and what every plugin shares.
+pub struct Runtime {
+    pub engine: Engine,
+    config: PluginsConfig,
+    /// Outbound requests refused by an allow-list, per plugin.
+    pub denied: prometheus_client::metrics::counter::Counter,
+}
+
+impl Runtime {
+    pub fn new(config: PluginsConfig, denied: prometheus_client::metrics::counter::Counter) -> Result<Arc<Runtime>, PluginError> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            // Only needed for WASIp3 async exports; it makes every call several times slower.
+            .concurrency_support(false)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let n = config.max_instances;
+            pool.total_component_instances(n)
+                .total_core_instances(n * 4)
+                .total_memories(n * 2)
+                .total_tables(n * 8)
+                .total_stacks(n)
+                .max_memory_size(config.memory_limit)
+                .max_component_instance_size(16 << 20)
+                .max_core_instance_size(16 << 20)
+                .max_tables_per_component(64)
+                .max_memories_per_component(8)
+                .max_core_instances_per_component(64)
+                .table_elements(200_000);
+            cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(Arc::new(Runtime { engine, config, denied: denied }))
+    }
+
+    pub fn config(&self) -> &PluginsConfig {
+        &self.config
+    }
+
+    /// Loads a component, from the cache of precompiled artifacts when this host made one.
+    pub fn load(&self, path: &Path) -> Result<Component, PluginError> {
+        let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
+        let cached = self.artifact_path(&wasm);
+        if let Some(component) = self.load_cached(&cached) {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, &wasm).map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
+        if let Err(e) = self.store_cached(&cached, &component) {
+            tracing::warn!(path = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled again next time");
+        }
+        Ok(component)
+    }
+
+    /// Compiles into the cache and returns where the artifact is.
+    pub fn precompile(&self, path: &Path) -> Result<PathBuf, PluginError> {
+        self.load(path)?;
+        let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
+        Ok(self.artifact_path(&wasm))
+    }
+
+    fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut compat);
+        let name = format!("{:x}-{:016x}.cwasm", Sha256::digest(wasm), compat.finish());
+        self.config.cache_dir.join(name)
+    }
+
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        let bytes = std::fs::read(path).ok()?;
+        let expected = std::fs::read_to_string(path.with_extension("sha256")).ok()?;
+        // Deserialising runs code: only an artifact whose digest this host recorded is loaded.
+        if format!("{:x}", Sha256::digest(&bytes)) != expected.trim() {
+            tracing::warn!(path = %path.display(), "cached plugin artifact does not match its digest; recompiling");
+            return None;
+        }
+        // SAFETY: the artifact was written by this host for this engine configuration (the file
+        // name carries the compatibility hash) and its digest was checked above.
+        unsafe { Component::deserialize(&self.engine, &bytes) }.ok()
+    }
+
+    fn store_cached(&self, path: &Path, component: &Component) -> Result<(), String> {
+        let bytes = component.serialize().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.config.cache_dir).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
+        std::fs::write(path.with_extension("sha256"), format!("{:x}", Sha256::digest(&bytes))).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    }
+
+    /// A linker with deny-by-default WASI (no files, no sockets, no environment) and the log
+    /// import; drivers also get `wasi:http` (through the allow-list) and `state`.
+    pub fn linker(&self, driver: bool) -> Result<Linker<Host>, PluginError> {
+        let mut linker = Linker::new(&self.engine);
+        let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        super::bindings::batch::replicator::plugin::log::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(err)?;
+        if driver {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+            super::bindings::driver::replicator::plugin::state::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
+                .map_err(err)?;
+        }
+        Ok(linker)
+    }
+
+    /// A fresh store with the memory cap and the per-call deadline check.
+    pub fn store(&self, plugin: Arc<str>, egress: Egress, state: Arc<Mutex<HashMap<String, Vec<u8>>>>) -> Store<Host> {
+        let wasi = WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit)
+            .instances(64)
+            .tables(64)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let host = Host {
+            plugin,
+            wasi,
+            http: WasiHttpCtx::new(),
+            egress,
+            table: ResourceTable::new(),
+            limits,
+            deadline: Instant::now() + self.config.timeout,
+            state,
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        store.set_epoch_deadline(1);
+        // Yield to the executor every tick; past the call's deadline, interrupt (a trap).
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() > ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Starts the clock of one call.
+    pub fn arm(&self, store: &mut Store<Host>, budget: Duration) {
+        store.data_mut().deadline = Instant::now() + budget;
+        store.set_epoch_deadline(1);
+    }
+
+    pub fn denied_requests(&self) -> u64 {
+        self.denied.get()
+    }
+}

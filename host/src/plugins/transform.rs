@@ -1,0 +1,186 @@
+//! A transform component: kept instances (never one per event), a deadline per call, and
+//! isolation of the record that makes an instance trap (the batch is re-run one record at a
+//! time in fresh instances; only that record fails).
+
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use wasmtime::Store;
+
+use super::bindings::batch::{BatchTransformer, BatchTransformerPre};
+use super::bindings::record::{RecordTransformer, RecordTransformerPre};
+use super::bindings::{Outcome, TransformError};
+use super::egress::Egress;
+use super::runtime::{Host, Runtime};
+use super::{PluginError, convert};
+use crate::event::StoredEvent;
+
+/// What became of one input event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformOutcome {
+    /// The events to deliver instead (none: skipped).
+    Emit(Vec<StoredEvent>),
+    /// This record failed (dead-lettered with this reason).
+    Failed(String),
+}
+
+enum Pre {
+    Batch(BatchTransformerPre<Host>),
+    Record(RecordTransformerPre<Host>),
+}
+
+enum Instance {
+    Batch(Store<Host>, BatchTransformer),
+    Record(Store<Host>, RecordTransformer),
+}
+
+pub struct Transform {
+    pub name: Arc<str>,
+    runtime: Arc<Runtime>,
+    pre: Pre,
+    config: Vec<u8>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+fn error_text(e: &TransformError) -> String {
+    let (kind, info) = match e {
+        TransformError::InvalidRecord(i) => ("invalid record", i),
+        TransformError::InvalidConfig(i) => ("invalid config", i),
+        TransformError::Other(i) => ("error", i),
+    };
+    format!("transform {kind} ({}): {}", info.code, info.message)
+}
+
+impl Transform {
+    /// Compiles (or loads from the cache) and checks the config with a first instance.
+    pub async fn load(runtime: Arc<Runtime>, path: &Path, config: &Value) -> Result<Arc<Transform>, PluginError> {
+        let component = runtime.load(path)?;
+        let linker = runtime.linker(false)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Refused(path.to_path_buf(), format!("{e:#}")))?;
+        let pre = match BatchTransformerPre::new(instance_pre.clone()) {
+            Ok(p) => Pre::Batch(p),
+            Err(_) => Pre::Record(RecordTransformerPre::new(instance_pre).map_err(|e| {
+                PluginError::Refused(path.to_path_buf(), format!("exports neither record-transform nor batch-transform of replicator:plugin@0.1.0: {e:#}"))
+            })?),
+        };
+        let config = if config.is_null() { b"{}".to_vec() } else { serde_json::to_vec(config).expect("JSON serializes") };
+        let t = Arc::new(Transform {
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().into(),
+            runtime,
+            pre,
+            config,
+            idle: Mutex::new(Vec::new()),
+        });
+        let first = t.instantiate().await?;
+        t.idle.lock().expect("idle lock").push(first);
+        Ok(t)
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let state = Default::default();
+        let mut store = self.runtime.store(self.name.clone(), Egress::none(self.name.clone(), self.runtime.denied.clone()), state);
+        let budget = self.runtime.config().timeout;
+        self.runtime.arm(&mut store, budget);
+        let fail = |e: wasmtime::Error| PluginError::Trap(self.name.to_string(), format!("{e:#}"));
+        let init = |r: Result<(), TransformError>| r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)));
+        Ok(match &self.pre {
+            Pre::Batch(pre) => {
+                let b = pre.instantiate_async(&mut store).await.map_err(fail)?;
+                init(b.replicator_plugin_batch_transform().call_init(&mut store, &self.config).await.map_err(fail)?)?;
+                Instance::Batch(store, b)
+            }
+            Pre::Record(pre) => {
+                let r = pre.instantiate_async(&mut store).await.map_err(fail)?;
+                init(r.replicator_plugin_record_transform().call_init(&mut store, &self.config).await.map_err(fail)?)?;
+                Instance::Record(store, r)
+            }
+        })
+    }
+
+    /// Transforms a batch: one outcome per input, in order.
+    pub async fn apply(&self, events: &[StoredEvent]) -> Vec<TransformOutcome> {
+        let pooled = self.idle.lock().expect("idle lock").pop();
+        let mut instance = match pooled {
+            Some(i) => i,
+            None => match self.instantiate().await {
+                Ok(i) => i,
+                Err(e) => return vec![TransformOutcome::Failed(e.to_string()); events.len()],
+            },
+        };
+        match self.call(&mut instance, events).await {
+            Ok(outcomes) => {
+                self.idle.lock().expect("idle lock").push(instance);
+                outcomes
+            }
+            // The instance is dead; a fresh one per record finds the one at fault.
+            Err(trap) if events.len() == 1 => vec![TransformOutcome::Failed(trap)],
+            Err(_) => {
+                let mut out = Vec::with_capacity(events.len());
+                for e in events {
+                    out.extend(Box::pin(self.apply(std::slice::from_ref(e))).await);
+                }
+                out
+            }
+        }
+    }
+
+    /// Calls the component; `Err` when it trapped (deadline, memory, panic).
+    async fn call(&self, instance: &mut Instance, events: &[StoredEvent]) -> Result<Vec<TransformOutcome>, String> {
+        let budget = self.runtime.config().timeout;
+        let trap = |e: wasmtime::Error| format!("plugin {} trapped: {}", self.name, trap_reason(&e, budget));
+        match instance {
+            Instance::Batch(store, b) => {
+                let input: Vec<_> = events.iter().map(convert::to_wit).collect();
+                self.runtime.arm(store, budget);
+                let outcomes = b.replicator_plugin_batch_transform().call_transform_batch(&mut *store, &input).await.map_err(trap)?;
+                if outcomes.len() != events.len() {
+                    return Err(format!("plugin {} returned {} outcomes for {} events", self.name, outcomes.len(), events.len()));
+                }
+                Ok(outcomes.into_iter().zip(events).map(|(o, e)| self.outcome(o, e)).collect())
+            }
+            Instance::Record(store, r) => {
+                let mut out = Vec::with_capacity(events.len());
+                for e in events {
+                    self.runtime.arm(store, budget);
+                    let result = r.replicator_plugin_record_transform().call_transform(&mut *store, &convert::to_wit(e)).await.map_err(trap)?;
+                    out.push(match result {
+                        Ok(Some(ev)) => self.outcome(Outcome::Keep(ev), e),
+                        Ok(None) => TransformOutcome::Emit(Vec::new()),
+                        Err(err) => TransformOutcome::Failed(error_text(&err)),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn outcome(&self, o: Outcome, input: &StoredEvent) -> TransformOutcome {
+        let events = match o {
+            Outcome::Keep(e) => vec![e],
+            Outcome::Skip => vec![],
+            Outcome::Many(list) => list,
+            Outcome::Failed(err) => return TransformOutcome::Failed(error_text(&err)),
+        };
+        match events.into_iter().map(|e| convert::from_wit(e, input)).collect::<Result<Vec<_>, _>>() {
+            Ok(list) => TransformOutcome::Emit(list),
+            Err(e) => TransformOutcome::Failed(format!("plugin {} returned {e}", self.name)),
+        }
+    }
+}
+
+/// A trap's reason in words: a deadline says how long, a memory cap says so.
+pub fn trap_reason(e: &wasmtime::Error, budget: std::time::Duration) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("deadline of {budget:?} exceeded"),
+        _ => {
+            let text = format!("{e:#}");
+            if text.contains("forcing trap when growing memory") {
+                format!("memory limit exceeded ({text})")
+            } else {
+                text
+            }
+        }
+    }
+}
