@@ -3,8 +3,9 @@
 #   dist/js-transform.wasm      (js-transform/, componentize-js)
 #   dist/python-transform.wasm  (python-transform/, componentize-py)
 # Usage: guest-examples/build-js-python.sh [--check]   (from any directory)
-#   --check  also runs the plain-Node and plain-Python tests of the transform logic and runs the
-#            built components under Node (jco) against transform-cases.json.
+#   --check  also runs the plain-Node and plain-Python tests of the transform logic, then runs the
+#            built components (and dist/rust-transform.wasm when present) under Node through jco
+#            against transform-cases.json.
 # Installs what it needs on first use: `npm ci` in js-transform/ when node_modules is missing or
 # older than package-lock.json; a venv (python-transform/.venv, or $PY_VENV) with the pinned
 # componentize-py when missing. Sizes and timings go to stderr.
@@ -14,7 +15,7 @@ check=0
 for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -37,15 +38,15 @@ if [[ ! -f "$js/node_modules/.package-lock.json" || "$js/package-lock.json" -nt 
   # npm ci refuses this lock when the registry lacks some other platform's optional binary that a
   # dependency lists (npm leaves those out of the lock); npm install then installs the same locked
   # versions and leaves the lock as it is.
-  if ! (cd "$js" && npm ci --no-audit --no-fund --loglevel=error 2>"$js/.npm-ci.log"); then
-    echo "js: npm ci refused the lock ($(grep -m1 -o 'Missing: [^ ]*' "$js/.npm-ci.log" || echo 'see js-transform/.npm-ci.log')...); npm install from the lock instead" >&2
-    cp "$js/package-lock.json" "$js/.package-lock.before"
+  tmp="$(mktemp -d)"
+  if ! (cd "$js" && npm ci --no-audit --no-fund --loglevel=error 2>"$tmp/npm-ci.log"); then
+    echo "js: npm ci refused the lock ($(grep -m1 -o 'Missing: [^ ]*' "$tmp/npm-ci.log" || tail -n1 "$tmp/npm-ci.log")...); npm install from the lock instead" >&2
+    cp "$js/package-lock.json" "$tmp/package-lock.json"
     (cd "$js" && npm install --no-audit --no-fund --loglevel=error) >&2
-    cmp -s "$js/package-lock.json" "$js/.package-lock.before" ||
+    cmp -s "$js/package-lock.json" "$tmp/package-lock.json" ||
       echo "js: warning: npm install changed js-transform/package-lock.json" >&2
-    rm -f "$js/.package-lock.before"
   fi
-  rm -f "$js/.npm-ci.log"
+  rm -rf "$tmp"
   echo "js: dependencies installed, $(since "$t")" >&2
 fi
 t=$(now)
@@ -64,7 +65,10 @@ if (( check )); then
   (cd "$js" && npm test --silent) >&2
   py="${PY_VENV:-$here/python-transform/.venv}/bin/python"
   "$py" "$here/python-transform/test_app.py" >&2
-  (cd "$js" && node run-component.mjs "$here/dist/js-transform.wasm" "$here/dist/python-transform.wasm")
+  components=("$here/dist/js-transform.wasm" "$here/dist/python-transform.wasm")
+  # the Rust example too when built (guest-examples/build.sh): the three must agree on every case
+  [[ -f "$here/dist/rust-transform.wasm" ]] && components+=("$here/dist/rust-transform.wasm")
+  (cd "$js" && node run-component.mjs "${components[@]}")
   echo "checks: $(since "$t")" >&2
 fi
 echo "js-python: done in $(since "$total")" >&2

@@ -107,7 +107,7 @@ replicators:
         "replicators[0].config.url: is required",
         "replicators[0].config.timeout: invalid duration \"soon\"",
         "replicators[1].config.connectionString: environment variable MISSING is not set",
-        "replicators[2].resources.users.transform: transform ./strip.wasm cannot run",
+        "replicators[2].resources.users.transform: no component file ./strip.wasm",
         "replicators[3].driver: driver \"sqs\" is not available in this build yet",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

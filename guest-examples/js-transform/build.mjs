@@ -1,4 +1,4 @@
-// Builds transform.js into a WebAssembly component of the world `record-transformer`.
+// Builds transform.js into a WebAssembly component of the world `batch-transformer`.
 //   node build.mjs [OUT.wasm]        (default: ../dist/js-transform.wasm)
 // Uses the componentize-js API (the `jco componentize` CLI fails on this machine with
 // "failed to get path metadata (os error 44)").
@@ -14,7 +14,7 @@ const started = Date.now();
 const opts = {
   sourcePath: resolve(here, 'transform.js'),
   witPath: resolve(here, '../../wit'),
-  worldName: 'record-transformer',
+  worldName: 'batch-transformer',
   // A transform gets no WASI at all: only the host's `log` import.
   disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
 };

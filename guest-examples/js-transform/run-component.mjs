@@ -1,14 +1,14 @@
 // Runs built transform components under Node, without the replicator host: jco transpiles each
 // component to JS + core wasm (into .component-run/, gitignored), the host's `log` import is
 // served by test/log-shim.mjs, and every case of ../transform-cases.json is run against the
-// component's `record-transform` export.
+// component's `batch-transform` (or `record-transform`) export.
 //   node run-component.mjs [FILE.wasm ...]    (default: ../dist/js-transform.wasm ../dist/python-transform.wasm)
 // Exits 1 when a case fails. Checks the component's behaviour, not the host's limits.
 import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { cases, runCase } from './test/cases.mjs';
+import { cases, runCase, runDefaultBatch } from './test/cases.mjs';
 import { messages } from './test/log-shim.mjs';
 
 // componentize-py's core module uses extended constant expressions, behind a flag in Node 20.
@@ -39,8 +39,9 @@ for (const file of files) {
   }
   const extra = imports.filter((i) => !Object.values(map).includes(i));
   const mod = await import(pathToFileURL(join(outDir, `${name}.js`)).href);
-  const api = mod.recordTransform ?? mod['replicator:plugin/record-transform@0.1.0'];
-  if (!api) throw new Error(`${file}: no record-transform export (exports: ${Object.keys(mod)})`);
+  const api = mod.batchTransform ?? mod.recordTransform;
+  if (!api) throw new Error(`${file}: exports neither batch-transform nor record-transform (${Object.keys(mod)})`);
+  const world = mod.batchTransform ? 'batch-transformer' : 'record-transformer';
   const loaded = Date.now();
   messages.length = 0;
   for (const c of cases) {
@@ -52,8 +53,15 @@ for (const file of files) {
       console.log(`FAIL ${name}: ${c.name}\n  ${String(e.message).split('\n').join('\n  ')}`);
     }
   }
+  try {
+    runDefaultBatch(api);
+    passed++;
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: default-config cases as one batch\n  ${e.message}`);
+  }
   console.error(
-    `${name}: ${cases.length} cases in ${Date.now() - loaded} ms (transpile + load ${loaded - started} ms)` +
+    `${name} (${world}): ${cases.length} cases + 1 batch in ${Date.now() - loaded} ms (transpile + load ${loaded - started} ms)` +
       (extra.length ? `; imports besides log: ${extra.join(', ')}` : '; imports only log') +
       `; ${messages.length} log calls (${[...new Set(messages.map(([l]) => l))].join(', ')})`,
   );

@@ -1,23 +1,31 @@
-// Example replicator transform in JavaScript, built into a WebAssembly component of the world
-// `record-transformer` (wit/plugin.wit) by componentize-js (see build.mjs).
+// Example replicator transform in JavaScript: the same job as ../rust-transform (the transforms of
+// s3db.js's ReplicatorPlugin docs), built into a WebAssembly component of the world
+// `batch-transformer` (wit/plugin.wit) by componentize-js (see build.mjs).
 //
-// For insert/update events whose `data` is a JSON object:
-//   - skip soft-deleted records (`deletedAt` present and not null, or `deleted: true`);
-//   - skip records whose `email` ends with `skipEmailDomain` (default "@test.com");
-//   - remove the `strip` fields (default password, ssn, creditCard);
-//   - add `fullName` = firstName + " " + lastName when both are strings;
-//   - add `emailHash` = lowercase hex SHA-256 of the email, trimmed and lowercased.
-// Deletes, and events whose data is absent or not a JSON object, pass through unchanged.
+// For insert/update events whose `data` is a JSON object, in this order:
+//  1. `failMe: true` -> failed(invalid-record, code "fail-me") (lets tests exercise failures);
+//  2. soft-deleted records (`deletedAt` non-null, or `deleted: true`) -> skip;
+//  3. `email` ending with `skipEmailDomain` (default "@test.com", case-insensitive) -> skip;
+//  4. `rename` old -> new fields;
+//  5. `fullName` = firstName + " " + lastName when both exist (non-strings as JSON text);
+//  6. `emailHash` = lowercase hex SHA-256 of the email, trimmed and lowercased;
+//  7. remove the `strip` fields (default password, ssn, creditCard);
+//  8. set the `addFields` (overwriting);
+//  9. `fanOut: n` (integer 1..10) -> many: n copies with ids `<id>-0` ... `<id>-<n-1>`.
+// `before` gets steps 4-8 too (so stripped fields don't leak through it). Deletes, and events
+// whose data is absent or not a JSON object, pass through unchanged; invalid JSON in `data` or
+// `before` fails that record only (code "invalid-json").
 //
-// Config (JSON object, every key optional):
-//   {"strip": [...], "skipEmailDomain": "@test.com" | null, "hashEmail": true, "fullName": true}
+// Config (JSON object, every key optional; any other key -> invalid-config):
+//   {"strip": [..], "skipEmailDomain": "@test.com" | null | "", "hashEmail": true,
+//    "fullName": true, "skipSoftDeleted": true, "rename": {"old": "new"}, "addFields": {"k": v}}
 //
-// componentize-js mapping used here: the interface export `record-transform` is the exported
-// object `recordTransform`; `json` (list<u8>) is a Uint8Array; option<T> is T | undefined;
-// u64 is a BigInt; enums are strings; variants are {tag, val}. A `result` export returns its
-// `ok` value normally; its `err` value is the `payload` property of whatever is thrown (an
-// Error thrown without `payload` traps the instance instead, so every error goes through
-// `fail` below).
+// componentize-js mapping used here: the interface export `batch-transform` is the exported
+// object `batchTransform` (functions `init`, `transformBatch`); `json` (list<u8>) is a
+// Uint8Array; option<T> is T | undefined; u64 is a BigInt; enums are strings ('insert');
+// variants are {tag, val} with the WIT case name as tag ({tag: 'skip'} when there is no payload).
+// A `result` export returns its `ok` value normally; its `err` value is the `payload` property of
+// whatever is thrown (an Error thrown without `payload` traps the instance instead).
 import { log } from 'replicator:plugin/log@0.1.0';
 import { sha256Hex } from './sha256.js';
 
@@ -26,136 +34,191 @@ const DEFAULTS = Object.freeze({
   skipEmailDomain: '@test.com',
   hashEmail: true,
   fullName: true,
+  skipSoftDeleted: true,
+  rename: Object.freeze([]),
+  addFields: Object.freeze({}),
 });
-const KNOWN_KEYS = Object.keys(DEFAULTS);
 
 let config = DEFAULTS;
 
-/** A thrown value componentize-js turns into `err(transform-error)`. */
-class TransformFailure extends Error {
-  constructor(tag, code, message) {
+/** `init` fails by throwing a value whose `payload` is the transform-error. */
+class InitError extends Error {
+  constructor(message) {
     super(message);
-    this.payload = { tag, val: { code, message } };
+    this.payload = { tag: 'invalid-config', val: { code: 'invalid-config', message } };
   }
 }
-const fail = (tag, code, message) => {
-  throw new TransformFailure(tag, code, message);
+const badConfig = (message) => {
+  throw new InitError(message);
 };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const encoder = new TextEncoder();
-
-/** Bytes -> text; invalid UTF-8 becomes a `tag` failure. */
-function decode(bytes, tag, what) {
-  try {
-    return utf8.decode(bytes);
-  } catch (e) {
-    return fail(tag, 'invalid-utf8', `${what} is not valid UTF-8`);
-  }
-}
-
-/** Text -> JSON value; invalid JSON becomes a `tag` failure. */
-function parseJson(text, tag, what) {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    return fail(tag, 'invalid-json', `${what} is not valid JSON: ${e.message}`);
-  }
-}
-
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-// Unicode White_Space, the set Rust's str::trim removes (JS trim() and Python strip() differ
-// slightly), so every example language hashes the same email the same way.
-const TRIM = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+/** UTF-8 JSON bytes -> value; throws a message on invalid UTF-8 or JSON. */
+function parseJson(bytes) {
+  let text;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw new SyntaxError('invalid UTF-8');
+  }
+  return JSON.parse(text);
+}
+
+// Unicode White_Space: what Rust's str::trim removes (JS's trim() differs slightly: it removes
+// U+FEFF and keeps U+0085), so every example hashes the same email the same way.
+const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const TRIM = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
 export const normalizeEmail = (email) => email.replace(TRIM, '').toLowerCase();
 
-/** Validate a config object; returns the effective config. */
+/** Validates the config bytes given to `init`; returns the effective config. */
 export function parseConfig(bytes) {
-  const text = decode(bytes, 'invalid-config', 'config');
-  if (text.trim() === '') return DEFAULTS; // no config at all: the defaults
-  const raw = parseJson(text, 'invalid-config', 'config');
-  if (!isObject(raw)) fail('invalid-config', 'invalid-config', 'config must be a JSON object');
-  const out = { ...DEFAULTS };
-  for (const [key, value] of Object.entries(raw)) {
+  if (bytes.every((b) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0c || b === 0x0d)) {
+    return DEFAULTS; // no config at all
+  }
+  let raw;
+  try {
+    raw = parseJson(bytes);
+  } catch (e) {
+    badConfig(`config is not JSON: ${e.message}`);
+  }
+  if (!isObject(raw)) badConfig('config must be a JSON object');
+  const c = { ...DEFAULTS };
+  for (const [key, v] of Object.entries(raw)) {
     switch (key) {
       case 'strip':
-        if (!Array.isArray(value) || !value.every((f) => typeof f === 'string')) {
-          fail('invalid-config', 'invalid-value', '`strip` must be an array of field names (strings)');
+        if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) {
+          badConfig('`strip` must be an array of strings');
         }
-        out.strip = Object.freeze([...value]);
+        c.strip = [...v];
         break;
       case 'skipEmailDomain':
-        if (value !== null && typeof value !== 'string') {
-          fail('invalid-config', 'invalid-value', '`skipEmailDomain` must be a string or null');
-        }
-        out.skipEmailDomain = value;
+        if (v !== null && typeof v !== 'string') badConfig('`skipEmailDomain` must be a string or null');
+        c.skipEmailDomain = v ? v.toLowerCase() : null; // null or "" turns it off
         break;
       case 'hashEmail':
       case 'fullName':
-        if (typeof value !== 'boolean') {
-          fail('invalid-config', 'invalid-value', `\`${key}\` must be true or false`);
-        }
-        out[key] = value;
+      case 'skipSoftDeleted':
+        if (typeof v !== 'boolean') badConfig(`\`${key}\` must be a boolean`);
+        c[key] = v;
+        break;
+      case 'rename':
+        if (!isObject(v)) badConfig('`rename` must be an object of old → new field names');
+        c.rename = Object.entries(v).map(([from, to]) => {
+          if (typeof to !== 'string') badConfig(`\`rename.${from}\` must be a string`);
+          return [from, to];
+        });
+        break;
+      case 'addFields':
+        if (!isObject(v)) badConfig('`addFields` must be an object');
+        c.addFields = v;
         break;
       default:
-        fail('invalid-config', 'unknown-key',
-          `unknown config key \`${key}\` (known: ${KNOWN_KEYS.join(', ')})`);
+        badConfig(`unknown config key \`${key}\``);
     }
   }
-  return Object.freeze(out);
+  return Object.freeze(c);
 }
 
-/**
- * The record logic on a parsed document: returns the new document, or `null` to skip it.
- * Mutates and returns `doc`.
- */
-export function transformDocument(doc, cfg = config) {
-  if (('deletedAt' in doc && doc.deletedAt !== null) || doc.deleted === true) return null;
-  const email = typeof doc.email === 'string' ? doc.email : undefined;
-  if (email !== undefined && cfg.skipEmailDomain
-      && normalizeEmail(email).endsWith(normalizeEmail(cfg.skipEmailDomain))) {
-    return null;
+const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
+
+/** Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`). */
+export function shape(c, obj) {
+  for (const [from, to] of c.rename) {
+    if (has(obj, from)) {
+      const v = obj[from];
+      delete obj[from];
+      obj[to] = v;
+    }
   }
-  for (const field of cfg.strip) delete doc[field];
-  if (cfg.fullName && typeof doc.firstName === 'string' && typeof doc.lastName === 'string') {
-    doc.fullName = `${doc.firstName} ${doc.lastName}`;
+  if (c.fullName) {
+    const part = (k) => {
+      const v = obj[k];
+      if (v === undefined || v === null) return undefined;
+      return typeof v === 'string' ? v : JSON.stringify(v);
+    };
+    const first = part('firstName');
+    const last = part('lastName');
+    if (first !== undefined && last !== undefined) obj.fullName = `${first} ${last}`;
   }
-  if (cfg.hashEmail && email !== undefined) doc.emailHash = sha256Hex(normalizeEmail(email));
-  return doc;
+  if (c.hashEmail && typeof obj.email === 'string') obj.emailHash = sha256Hex(normalizeEmail(obj.email));
+  for (const field of c.strip) delete obj[field];
+  for (const [k, v] of Object.entries(c.addFields)) obj[k] = v;
+  return obj;
 }
 
-function transformEvent(event) {
-  if (event.action === 'delete' || event.data === undefined) return event;
-  const what = `data of ${event.resource}/${event.id}`;
-  const doc = parseJson(decode(event.data, 'invalid-record', what), 'invalid-record', what);
-  if (!isObject(doc)) return event;
-  const out = transformDocument(doc, config);
-  if (out === null) {
-    log('debug', `skipped ${event.resource}/${event.id}`);
-    return undefined;
-  }
-  return { ...event, data: encoder.encode(JSON.stringify(out)) };
-}
+const failed = (tag, code, message) => ({ tag: 'failed', val: { tag, val: { code, message } } });
 
-/** Anything thrown that is not ours becomes `other` rather than a trap. */
-function guarded(fn) {
+/** One event -> one outcome (a variant of transform-types). */
+export function transformOne(c, event) {
+  if (event.action === 'delete' || event.data === undefined) return { tag: 'keep', val: event };
+  let data;
   try {
-    return fn();
+    data = parseJson(event.data);
   } catch (e) {
-    if (e instanceof TransformFailure) throw e;
-    throw new TransformFailure('other', 'internal', String(e && e.message ? e.message : e));
+    return failed('invalid-record', 'invalid-json', `data is not valid JSON: ${e.message}`);
   }
+  if (!isObject(data)) return { tag: 'keep', val: event };
+
+  if (data.failMe === true) return failed('invalid-record', 'fail-me', 'record asked to fail');
+  if (c.skipSoftDeleted && ((has(data, 'deletedAt') && data.deletedAt !== null) || data.deleted === true)) {
+    return { tag: 'skip' };
+  }
+  if (c.skipEmailDomain && typeof data.email === 'string'
+      && normalizeEmail(data.email).endsWith(c.skipEmailDomain)) {
+    return { tag: 'skip' };
+  }
+
+  shape(c, data);
+
+  let before = event.before;
+  if (before !== undefined) {
+    let b;
+    try {
+      b = parseJson(before);
+    } catch (e) {
+      return failed('invalid-record', 'invalid-json', `before is not valid JSON: ${e.message}`);
+    }
+    if (isObject(b)) before = encoder.encode(JSON.stringify(shape(c, b)));
+  }
+
+  const n = data.fanOut;
+  const out = { ...event, data: encoder.encode(JSON.stringify(data)), before };
+  if (Number.isInteger(n) && n >= 1 && n <= 10) {
+    return { tag: 'many', val: Array.from({ length: n }, (_, i) => ({ ...out, id: `${event.id}-${i}` })) };
+  }
+  return { tag: 'keep', val: out };
 }
 
-export const recordTransform = {
+export const batchTransform = {
   init(configBytes) {
-    guarded(() => {
+    try {
       config = parseConfig(configBytes);
-    });
-    log('info', `js-transform ready: ${JSON.stringify(config)}`);
+    } catch (e) {
+      if (e instanceof InitError) throw e;
+      badConfig(`config rejected: ${e && e.message ? e.message : e}`);
+    }
+    log('info', 'js-transform: config accepted');
   },
-  transform(event) {
-    return guarded(() => transformEvent(event));
+
+  transformBatch(events) {
+    let skipped = 0;
+    let fails = 0;
+    const outcomes = events.map((event) => {
+      let o;
+      try {
+        o = transformOne(config, event);
+      } catch (e) {
+        // Anything unexpected fails this record only (a throw out of here would trap).
+        o = failed('other', 'internal', String(e && e.message ? e.message : e));
+      }
+      if (o.tag === 'skip') skipped++;
+      if (o.tag === 'failed') fails++;
+      return o;
+    });
+    log('debug', `js-transform: ${events.length} events, ${skipped} skipped, ${fails} failed`);
+    return outcomes;
   },
 };

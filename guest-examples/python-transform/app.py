@@ -1,22 +1,32 @@
-"""Example replicator transform in Python, built into a WebAssembly component of the world
-`record-transformer` (wit/plugin.wit) by componentize-py (see build.sh).
+"""Example replicator transform in Python: the same job as ../rust-transform (the transforms of
+s3db.js's ReplicatorPlugin docs), built into a WebAssembly component of the world
+`batch-transformer` (wit/plugin.wit) by componentize-py (see build.sh).
 
-For insert/update events whose `data` is a JSON object:
-  - skip soft-deleted records (`deletedAt` present and not null, or `deleted: true`);
-  - skip records whose `email` ends with `skipEmailDomain` (default "@test.com");
-  - remove the `strip` fields (default password, ssn, creditCard);
-  - add `fullName` = firstName + " " + lastName when both are strings;
-  - add `emailHash` = lowercase hex SHA-256 of the email, trimmed and lowercased.
-Deletes, and events whose data is absent or not a JSON object, pass through unchanged.
+For insert/update events whose `data` is a JSON object, in this order:
+ 1. `failMe: true` -> failed(invalid-record, code "fail-me") (lets tests exercise failures);
+ 2. soft-deleted records (`deletedAt` non-null, or `deleted: true`) -> skip;
+ 3. `email` ending with `skipEmailDomain` (default "@test.com", case-insensitive) -> skip;
+ 4. `rename` old -> new fields;
+ 5. `fullName` = firstName + " " + lastName when both exist (non-strings as JSON text);
+ 6. `emailHash` = lowercase hex SHA-256 of the email, trimmed and lowercased;
+ 7. remove the `strip` fields (default password, ssn, creditCard);
+ 8. set the `addFields` (overwriting);
+ 9. `fanOut: n` (integer 1..10) -> many: n copies with ids `<id>-0` ... `<id>-<n-1>`.
+`before` gets steps 4-8 too (so stripped fields don't leak through it). Deletes, and events whose
+data is absent or not a JSON object, pass through unchanged; invalid JSON in `data` or `before`
+fails that record only (code "invalid-json").
 
-Config (JSON object, every key optional):
-  {"strip": [...], "skipEmailDomain": "@test.com" | null, "hashEmail": true, "fullName": true}
+Config (JSON object, every key optional; any other key -> invalid-config):
+  {"strip": [..], "skipEmailDomain": "@test.com" | null | "", "hashEmail": true,
+   "fullName": true, "skipSoftDeleted": true, "rename": {"old": "new"}, "addFields": {"k": v}}
 
 componentize-py mapping used here: the bindings package is `wit_world`; the interface export
-`record-transform` is the class `RecordTransform` (subclassing `wit_world.exports.RecordTransform`,
-instantiated by the runtime: keep state at module level or on the class); `json` (list<u8>) is
-`bytes`; option<T> is `Optional[T]`; enums are `Enum`s (`types.Action.DELETE`); variant cases are
-dataclasses (`transform_types.TransformError_InvalidRecord(ErrorInfo(...))`); a `result` error is
+`batch-transform` is implemented by a class named `BatchTransform` subclassing
+`wit_world.exports.BatchTransform` (methods `init`, `transform_batch`; the runtime makes the
+instance, so state lives at module level); `json` (list<u8>) is `bytes`; option<T> is
+`Optional[T]`; u64 is `int`; enums are `Enum`s (`types.Action.DELETE`); variant cases are
+dataclasses (`transform_types.Outcome_Keep(event)`, `Outcome_Skip()`,
+`Outcome_Failed(TransformError_InvalidRecord(ErrorInfo(code, message)))`); a `result` error is
 raised as `componentize_py_types.Err(value)`.
 """
 
@@ -26,48 +36,58 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any, Optional
+from typing import Any, List
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import log, transform_types, types
-
-DEFAULTS: dict[str, Any] = {
-    "strip": ("password", "ssn", "creditCard"),
-    "skipEmailDomain": "@test.com",
-    "hashEmail": True,
-    "fullName": True,
-}
-
-_config: dict[str, Any] = dict(DEFAULTS)
+from wit_world.imports.transform_types import (
+    Outcome,
+    Outcome_Failed,
+    Outcome_Keep,
+    Outcome_Many,
+    Outcome_Skip,
+)
 
 
-def _fail(case: type, code: str, message: str) -> Err:
-    """The exception componentize-py turns into `err(transform-error)`."""
-    return Err(case(types.ErrorInfo(code=code, message=message)))
+@dataclasses.dataclass(frozen=True)
+class Config:
+    strip: tuple = ("password", "ssn", "creditCard")
+    skip_email_domain: str | None = "@test.com"
+    hash_email: bool = True
+    full_name: bool = True
+    skip_soft_deleted: bool = True
+    rename: tuple = ()  # ((old, new), ...)
+    add_fields: dict = dataclasses.field(default_factory=dict)
 
 
-def _decode(data: bytes, case: type, what: str) -> str:
-    try:
-        return bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _fail(case, "invalid-utf8", f"{what} is not valid UTF-8") from None
+_config = Config()
+
+
+def _bad_config(message: str) -> Err:
+    return Err(transform_types.TransformError_InvalidConfig(types.ErrorInfo("invalid-config", message)))
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise ValueError(f"{name} is not JSON")
 
 
-def _parse_json(text: str, case: type, what: str) -> Any:
+def _parse_json(raw: bytes) -> Any:
+    """UTF-8 JSON bytes -> value; raises ValueError on invalid UTF-8 or JSON."""
     try:
-        # NaN/Infinity are not JSON: refuse them as JavaScript's JSON.parse does.
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
-        raise _fail(case, "invalid-json", f"{what} is not valid JSON: {e}") from None
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("invalid UTF-8") from None
+    # NaN/Infinity are not JSON: refuse them as serde_json and JSON.parse do.
+    return json.loads(text, parse_constant=_reject_constant)
 
 
-# Unicode White_Space, the set Rust's str::trim removes (Python's str.strip() and JS trim() differ
-# slightly), so every example language hashes the same email the same way.
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# Unicode White_Space: what Rust's str::trim removes (Python's str.strip() differs slightly: it
+# also removes U+001C..U+001F), so every example hashes the same email the same way.
 _WS = "\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _TRIM = re.compile(f"^[{_WS}]+|[{_WS}]+$")
 
@@ -76,91 +96,131 @@ def normalize_email(email: str) -> str:
     return _TRIM.sub("", email).lower()
 
 
-def email_hash(email: str) -> str:
-    return hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()
-
-
-def parse_config(data: bytes) -> dict[str, Any]:
-    """Validate a config; returns the effective config or raises Err(invalid-config)."""
-    case = transform_types.TransformError_InvalidConfig
-    text = _decode(data, case, "config")
-    if text.strip() == "":
-        return dict(DEFAULTS)  # no config at all: the defaults
-    raw = _parse_json(text, case, "config")
-    if not isinstance(raw, dict):
-        raise _fail(case, "invalid-config", "config must be a JSON object")
-    out = dict(DEFAULTS)
-    for key, value in raw.items():
-        if key == "strip":
-            if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
-                raise _fail(case, "invalid-value", "`strip` must be an array of field names (strings)")
-            out["strip"] = tuple(value)
-        elif key == "skipEmailDomain":
-            if value is not None and not isinstance(value, str):
-                raise _fail(case, "invalid-value", "`skipEmailDomain` must be a string or null")
-            out["skipEmailDomain"] = value
-        elif key in ("hashEmail", "fullName"):
-            if not isinstance(value, bool):
-                raise _fail(case, "invalid-value", f"`{key}` must be true or false")
-            out[key] = value
-        else:
-            known = ", ".join(DEFAULTS)
-            raise _fail(case, "unknown-key", f"unknown config key `{key}` (known: {known})")
-    return out
-
-
-def transform_document(doc: dict[str, Any], config: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The record logic on a parsed document: the new document, or None to skip it (mutates doc)."""
-    if doc.get("deletedAt") is not None or doc.get("deleted") is True:
-        return None
-    email = doc.get("email")
-    if not isinstance(email, str):
-        email = None
-    domain = config["skipEmailDomain"]
-    if email is not None and domain and normalize_email(email).endswith(normalize_email(domain)):
-        return None
-    for field in config["strip"]:
-        doc.pop(field, None)
-    first, last = doc.get("firstName"), doc.get("lastName")
-    if config["fullName"] and isinstance(first, str) and isinstance(last, str):
-        doc["fullName"] = f"{first} {last}"
-    if config["hashEmail"] and email is not None:
-        doc["emailHash"] = email_hash(email)
-    return doc
-
-
-def transform_event(event: types.Event, config: dict[str, Any]) -> Optional[types.Event]:
-    if event.action == types.Action.DELETE or event.data is None:
-        return event
-    case = transform_types.TransformError_InvalidRecord
-    what = f"data of {event.resource}/{event.id}"
-    doc = _parse_json(_decode(event.data, case, what), case, what)
-    if not isinstance(doc, dict):
-        return event
-    out = transform_document(doc, config)
-    if out is None:
-        log.log(log.Level.DEBUG, f"skipped {event.resource}/{event.id}")
-        return None
-    data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return dataclasses.replace(event, data=data)
-
-
-def _guarded(fn, *args):
-    """Anything raised that is not an Err becomes `other` rather than a trap."""
+def parse_config(raw: bytes) -> Config:
+    """Validates the config bytes given to `init`; raises Err(invalid-config)."""
+    if all(b in b" \t\n\f\r" for b in bytes(raw)):
+        return Config()  # no config at all
     try:
-        return fn(*args)
-    except Err:
-        raise
-    except Exception as e:  # noqa: BLE001 - the point is to catch everything
-        raise _fail(transform_types.TransformError_Other, "internal", f"{type(e).__name__}: {e}") from None
+        value = _parse_json(raw)
+    except (ValueError, RecursionError) as e:
+        raise _bad_config(f"config is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise _bad_config("config must be a JSON object")
+    c: dict[str, Any] = {}
+    for key, v in value.items():
+        if key == "strip":
+            if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+                raise _bad_config("`strip` must be an array of strings")
+            c["strip"] = tuple(v)
+        elif key == "skipEmailDomain":
+            if v is not None and not isinstance(v, str):
+                raise _bad_config("`skipEmailDomain` must be a string or null")
+            c["skip_email_domain"] = v.lower() if v else None  # null or "" turns it off
+        elif key in ("hashEmail", "fullName", "skipSoftDeleted"):
+            if not isinstance(v, bool):
+                raise _bad_config(f"`{key}` must be a boolean")
+            c[{"hashEmail": "hash_email", "fullName": "full_name"}.get(key, "skip_soft_deleted")] = v
+        elif key == "rename":
+            if not isinstance(v, dict):
+                raise _bad_config("`rename` must be an object of old → new field names")
+            for old, new in v.items():
+                if not isinstance(new, str):
+                    raise _bad_config(f"`rename.{old}` must be a string")
+            c["rename"] = tuple(v.items())
+        elif key == "addFields":
+            if not isinstance(v, dict):
+                raise _bad_config("`addFields` must be an object")
+            c["add_fields"] = v
+        else:
+            raise _bad_config(f"unknown config key `{key}`")
+    return Config(**c)
 
 
-class RecordTransform(exports.RecordTransform):
+def shape(c: Config, obj: dict[str, Any]) -> dict[str, Any]:
+    """Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`)."""
+    for old, new in c.rename:
+        if old in obj:
+            obj[new] = obj.pop(old)
+    if c.full_name:
+
+        def part(k: str) -> str | None:
+            v = obj.get(k)
+            return None if v is None else v if isinstance(v, str) else _dump(v)
+
+        first, last = part("firstName"), part("lastName")
+        if first is not None and last is not None:
+            obj["fullName"] = f"{first} {last}"
+    email = obj.get("email")
+    if c.hash_email and isinstance(email, str):
+        obj["emailHash"] = hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()
+    for field in c.strip:
+        obj.pop(field, None)
+    obj.update(c.add_fields)
+    return obj
+
+
+def _failed(case: type, code: str, message: str) -> Outcome:
+    return Outcome_Failed(case(types.ErrorInfo(code, message)))
+
+
+def transform_one(c: Config, event: types.Event) -> Outcome:
+    """One event -> one outcome (a variant of transform-types)."""
+    if event.action == types.Action.DELETE or event.data is None:
+        return Outcome_Keep(event)
+    invalid = transform_types.TransformError_InvalidRecord
+    try:
+        data = _parse_json(event.data)
+    except ValueError as e:
+        return _failed(invalid, "invalid-json", f"data is not valid JSON: {e}")
+    if not isinstance(data, dict):
+        return Outcome_Keep(event)
+
+    if data.get("failMe") is True:
+        return _failed(invalid, "fail-me", "record asked to fail")
+    if c.skip_soft_deleted and (data.get("deletedAt") is not None or data.get("deleted") is True):
+        return Outcome_Skip()
+    email = data.get("email")
+    if c.skip_email_domain and isinstance(email, str) and normalize_email(email).endswith(c.skip_email_domain):
+        return Outcome_Skip()
+
+    shape(c, data)
+
+    before = event.before
+    if before is not None:
+        try:
+            b = _parse_json(before)
+        except ValueError as e:
+            return _failed(invalid, "invalid-json", f"before is not valid JSON: {e}")
+        if isinstance(b, dict):
+            before = _dump(shape(c, b)).encode("utf-8")
+
+    out = dataclasses.replace(event, data=_dump(data).encode("utf-8"), before=before)
+    n = data.get("fanOut")
+    if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10:
+        return Outcome_Many([dataclasses.replace(out, id=f"{event.id}-{i}") for i in range(n)])
+    return Outcome_Keep(out)
+
+
+class BatchTransform(exports.BatchTransform):
     def init(self, config: bytes) -> None:
         global _config
-        _config = _guarded(parse_config, config)
-        shown = dict(_config, strip=list(_config["strip"]))
-        log.log(log.Level.INFO, f"python-transform ready: {json.dumps(shown)}")
+        try:
+            _config = parse_config(config)
+        except Err:
+            raise
+        except Exception as e:  # noqa: BLE001 - anything else is still a config problem
+            raise _bad_config(f"config rejected: {type(e).__name__}: {e}") from None
+        log.log(log.Level.INFO, "python-transform: config accepted")
 
-    def transform(self, event: types.Event) -> Optional[types.Event]:
-        return _guarded(transform_event, event, _config)
+    def transform_batch(self, events: List[types.Event]) -> List[Outcome]:
+        outcomes: List[Outcome] = []
+        for event in events:
+            try:
+                o = transform_one(_config, event)
+            except Exception as e:  # noqa: BLE001 - fail this record only, never trap
+                o = _failed(transform_types.TransformError_Other, "internal", f"{type(e).__name__}: {e}")
+            outcomes.append(o)
+        skipped = sum(isinstance(o, Outcome_Skip) for o in outcomes)
+        failed = sum(isinstance(o, Outcome_Failed) for o in outcomes)
+        log.log(log.Level.DEBUG, f"python-transform: {len(events)} events, {skipped} skipped, {failed} failed")
+        return outcomes

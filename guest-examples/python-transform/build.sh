@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds app.py into a WebAssembly component of the world `record-transformer`.
+# Builds app.py into a WebAssembly component of the world `batch-transformer`.
 #   ./build.sh [OUT.wasm]         (default: ../dist/python-transform.wasm)
 # The venv is $PY_VENV if set, else .venv beside this script; it is created and the pinned
 # requirements installed when missing or when requirements.txt changed.
@@ -19,9 +19,13 @@ fi
 
 mkdir -p "$(dirname "$out")"
 start=$(date +%s.%N)
-# --stub-wasi: WASI imports become trapping stubs, so the component imports only `log` (a transform
-# gets no other capability). -p: where app.py lives.
-"$venv/bin/componentize-py" -d "$wit" -w record-transformer componentize --stub-wasi -p "$here" app -o "$out" >&2
+# The component imports WASI as componentize-py's runtime needs it; the host links WASI deny-by-
+# default (no files, no network; print() output is discarded). PY_STUB_WASI=1 builds with
+# --stub-wasi instead: the component then imports only `log`, but anything touching WASI (print,
+# time, random) traps. -p: where app.py lives.
+stub=()
+[[ "${PY_STUB_WASI:-0}" == 1 ]] && stub=(--stub-wasi)
+"$venv/bin/componentize-py" -d "$wit" -w batch-transformer componentize "${stub[@]}" -p "$here" app -o "$out" >&2
 end=$(date +%s.%N)
 size=$(stat -c %s "$out")
 awk -v o="$out" -v s="$size" -v a="$start" -v b="$end" \

@@ -20,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GEN = HERE / "gen"
 WIT = HERE.parent.parent / "wit"
+WORLD = "batch-transformer"
 CASES = json.loads((HERE.parent / "transform-cases.json").read_text(encoding="utf-8"))
 
 
@@ -36,12 +37,12 @@ def _componentize_py() -> str:
 
 def _ensure_bindings() -> None:
     stamp = GEN / ".wit"
-    wit_text = (WIT / "plugin.wit").read_text(encoding="utf-8")
+    wit_text = WORLD + "\n" + (WIT / "plugin.wit").read_text(encoding="utf-8")
     if stamp.exists() and stamp.read_text(encoding="utf-8") == wit_text:
         return
     shutil.rmtree(GEN, ignore_errors=True)
     subprocess.run(
-        [_componentize_py(), "-d", str(WIT), "-w", "record-transformer", "bindings", str(GEN)],
+        [_componentize_py(), "-d", str(WIT), "-w", WORLD, "bindings", str(GEN)],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -64,6 +65,7 @@ TAGS = {
     "invalid-config": transform_types.TransformError_InvalidConfig,
     "other": transform_types.TransformError_Other,
 }
+O = transform_types
 
 
 def _bytes_of(obj: dict, key: str) -> bytes | None:
@@ -91,84 +93,130 @@ def _event(case: dict) -> types.Event:
     )
 
 
+def _event_of(data: bytes, action: types.Action = types.Action.INSERT) -> types.Event:
+    return types.Event("users", action, "u9", data, None, "t", None, 1, None)
+
+
 class SharedCases(unittest.TestCase):
     def test_cases(self) -> None:
         for case in CASES["cases"]:
             with self.subTest(case["name"]):
-                self._run(case)
+                if self._init(case):
+                    outcomes = app.BatchTransform().transform_batch([_event(case)])
+                    self.assertEqual(len(outcomes), 1)
+                    self._check(case, outcomes[0])
 
-    def _run(self, case: dict) -> None:
+    def test_default_cases_as_one_batch(self) -> None:
+        picked = [c for c in CASES["cases"] if "config" not in c and "configRaw" not in c]
+        self.assertGreater(len(picked), 10)
+        app.BatchTransform().init(b"{}")
+        outcomes = app.BatchTransform().transform_batch([_event(c) for c in picked])
+        self.assertEqual(len(outcomes), len(picked))
+        for case, outcome in zip(picked, outcomes):
+            with self.subTest(case["name"]):
+                self._check(case, outcome)
+
+    def _init(self, case: dict) -> bool:
         x = case["expect"]
-        plugin = app.RecordTransform()
         config = _bytes_of(case, "config")
         try:
-            plugin.init(b"{}" if config is None else config)
-            init_err = None
+            app.BatchTransform().init(b"{}" if config is None else config)
+            err = None
         except Err as e:
-            init_err = e.value
+            err = e.value
         if "initError" in x:
-            self.assertIsInstance(init_err, TAGS[x["initError"]])
-            self.assertEqual(init_err.value.code, x["code"])
-            self.assertIn(x["messageContains"], init_err.value.message)
-            return
-        self.assertIsNone(init_err)
-
-        given = _event(case)
-        try:
-            out, err = plugin.transform(_event(case)), None
-        except Err as e:
-            out, err = None, e.value
-        if "error" in x:
-            self.assertIsInstance(err, TAGS[x["error"]])
-            self.assertEqual(err.value.code, x["code"])
-            return
+            self.assertIsInstance(err, TAGS[x["initError"]])
+            self.assertIn(x["messageContains"], err.value.message)
+            return False
         self.assertIsNone(err)
-        if x.get("skip"):
-            self.assertIsNone(out)
+        return True
+
+    def _check(self, case: dict, o: O.Outcome) -> None:
+        x = case["expect"]
+        given = _event(case)
+
+        def kept_fields(out: types.Event) -> None:
+            for field in ("resource", "action", "timestamp", "source", "sequence", "metadata"):
+                self.assertEqual(getattr(out, field), getattr(given, field), field)
+
+        if "failed" in x:
+            self.assertIsInstance(o, O.Outcome_Failed)
+            self.assertIsInstance(o.value, TAGS[x["failed"]])
+            self.assertEqual(o.value.value.code, x["code"])
             return
-        self.assertIsInstance(out, types.Event)
-        for field in ("resource", "action", "id", "before", "timestamp", "source", "sequence", "metadata"):
-            self.assertEqual(getattr(out, field), getattr(given, field), field)
+        self.assertNotIsInstance(o, O.Outcome_Failed)
+        if x.get("skip"):
+            self.assertIsInstance(o, O.Outcome_Skip)
+            return
+        if "many" in x:
+            self.assertIsInstance(o, O.Outcome_Many)
+            self.assertEqual([e.id for e in o.value], x["many"])
+            for e in o.value:
+                kept_fields(e)
+                self.assertEqual(json.loads(e.data), x["data"])
+            return
+        self.assertIsInstance(o, O.Outcome_Keep)
+        out = o.value
+        kept_fields(out)
+        self.assertEqual(out.id, given.id)
         if x.get("unchanged"):
-            self.assertEqual(out.data, given.data)
+            self.assertEqual((out.data, out.before), (given.data, given.before))
             return
         self.assertEqual(json.loads(out.data.decode("utf-8")), x["data"])
+        if "before" in x:
+            self.assertEqual(json.loads(out.before.decode("utf-8")), x["before"])
+        else:
+            self.assertEqual(out.before, given.before)
 
 
 class Details(unittest.TestCase):
     def setUp(self) -> None:
-        app.RecordTransform().init(b"{}")
+        app.BatchTransform().init(b"{}")
 
     def test_hashlib_sha256_vector(self) -> None:
         self.assertEqual(
             hashlib.sha256(b"abc").hexdigest(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         )
-        self.assertEqual(app.email_hash(" ABC\t"), hashlib.sha256(b"abc").hexdigest())
+
+    def test_normalize_email_trims_like_rust(self) -> None:
+        self.assertEqual(app.normalize_email("\u3000\u0085 A@B.C\t\u2029"), "a@b.c")
+        self.assertEqual(app.normalize_email("\x1ca@b.c"), "\x1ca@b.c")  # str.strip() would remove it
 
     def test_output_is_compact_utf8_json(self) -> None:
-        ev = types.Event("users", types.Action.INSERT, "1", '{"name": "Zoë"}'.encode(), None, "t", None, 1, None)
-        out = app.RecordTransform().transform(ev)
-        self.assertEqual(out.data, '{"name":"Zoë"}'.encode())
+        [o] = app.BatchTransform().transform_batch([_event_of('{"name": "Zoë"}'.encode())])
+        self.assertEqual(o.value.data, '{"name":"Zoë"}'.encode())
 
     def test_big_integers_survive(self) -> None:
-        ev = types.Event("users", types.Action.INSERT, "1", b'{"n": 12345678901234567890}', None, "t", None, 1, None)
-        out = app.RecordTransform().transform(ev)
-        self.assertEqual(out.data, b'{"n":12345678901234567890}')
+        [o] = app.BatchTransform().transform_batch([_event_of(b'{"n": 123456789012345678901234567890}')])
+        self.assertEqual(o.value.data, b'{"n":123456789012345678901234567890}')
+
+    def test_fan_out_is_integer_only(self) -> None:
+        [o] = app.BatchTransform().transform_batch([_event_of(b'{"fanOut": 2.0}')])
+        self.assertIsInstance(o, O.Outcome_Keep)  # as serde_json's as_u64 (JavaScript cannot tell 2.0 from 2)
+
+    def test_empty_batch(self) -> None:
+        self.assertEqual(app.BatchTransform().transform_batch([]), [])
 
     def test_logs(self) -> None:
         LOGGED.clear()
-        plugin = app.RecordTransform()
+        plugin = app.BatchTransform()
         plugin.init(b"{}")
-        plugin.transform(types.Event("users", types.Action.UPDATE, "u9", b'{"deleted": true}', None, "t", None, 1, None))
-        self.assertTrue(any(l == log.Level.INFO and "python-transform ready" in m for l, m in LOGGED))
-        self.assertTrue(any(l == log.Level.DEBUG and "users/u9" in m for l, m in LOGGED))
+        plugin.transform_batch([_event_of(b'{"deleted": true}'), _event_of(b"{"), _event_of(b"{}")])
+        self.assertEqual(
+            LOGGED,
+            [
+                (log.Level.INFO, "python-transform: config accepted"),
+                (log.Level.DEBUG, "python-transform: 3 events, 1 skipped, 1 failed"),
+            ],
+        )
 
-    def test_unexpected_exception_becomes_other(self) -> None:
-        with self.assertRaises(Err) as ctx:
-            app.RecordTransform().transform(None)  # type: ignore[arg-type]
-        self.assertIsInstance(ctx.exception.value, transform_types.TransformError_Other)
-        self.assertEqual(ctx.exception.value.value.code, "internal")
+    def test_unexpected_exception_fails_that_record_only(self) -> None:
+        outcomes = app.BatchTransform().transform_batch([None, _event_of(b"{}")])  # type: ignore[list-item]
+        self.assertIsInstance(outcomes[0], O.Outcome_Failed)
+        self.assertIsInstance(outcomes[0].value, transform_types.TransformError_Other)
+        self.assertEqual(outcomes[0].value.value.code, "internal")
+        self.assertIsInstance(outcomes[1], O.Outcome_Keep)
 
 
 if __name__ == "__main__":

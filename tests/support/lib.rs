@@ -295,8 +295,13 @@ pub struct Answer {
     pub retry_after: Option<&'static str>,
 }
 
+/// Computes an answer from a request body: status and response body.
+pub type Responder = Arc<dyn Fn(&[u8]) -> (u16, String) + Send + Sync>;
+
 #[derive(Default)]
 struct ReceiverState {
+    /// Answers computed from the request (after the script and the refusals).
+    responder: Option<Responder>,
     received: Vec<Received>,
     /// Answers to give next, in order; after them, 200 (or `refuse_containing`).
     script: VecDeque<Answer>,
@@ -341,6 +346,10 @@ impl Receiver {
         self.state.lock().unwrap().refuse_containing = Some(needle.into());
     }
 
+    pub fn respond_with(&self, f: impl Fn(&[u8]) -> (u16, String) + Send + Sync + 'static) {
+        self.state.lock().unwrap().responder = Some(Arc::new(f));
+    }
+
     pub fn delay(&self, d: Duration) {
         self.state.lock().unwrap().delay = d;
     }
@@ -377,22 +386,32 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (answer, delay) = {
+    let (answer, delay, computed) = {
         let mut s = state.lock().unwrap();
         let refused = s
             .refuse_containing
             .as_ref()
             .is_some_and(|n| String::from_utf8_lossy(&body).contains(n.as_str()));
+        let mut computed = None;
         let answer = if refused {
             Answer {
                 status: 400,
                 retry_after: None,
             }
+        } else if let Some(a) = s.script.pop_front() {
+            a
+        } else if let Some(f) = &s.responder {
+            let (status, text) = f(&body);
+            computed = Some(text);
+            Answer {
+                status,
+                retry_after: None,
+            }
         } else {
-            s.script.pop_front().unwrap_or(Answer {
+            Answer {
                 status: 200,
                 retry_after: None,
-            })
+            }
         };
         let path = if answer.status < 300 {
             uri.path().to_string()
@@ -410,12 +429,18 @@ async fn record(
             at: Instant::now(),
             at_wall_micros,
         });
-        (answer, s.delay)
+        (answer, s.delay, computed)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut resp = (StatusCode::from_u16(answer.status).unwrap(), "answer").into_response();
+    let text = computed.unwrap_or_else(|| "answer".into());
+    let mut resp = (
+        StatusCode::from_u16(answer.status).unwrap(),
+        [("content-type", "application/json")],
+        text,
+    )
+        .into_response();
     if let Some(ra) = answer.retry_after {
         resp.headers_mut()
             .insert("retry-after", ra.parse().unwrap());
@@ -591,4 +616,17 @@ pub fn without_internal(record: &Value) -> Value {
         ),
         other => other.clone(),
     }
+}
+
+/// A plugin component built by `guest-examples/build.sh` (which `tests/run` runs).
+pub fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-examples/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run guest-examples/build.sh (tests/run does)",
+        path.display()
+    );
+    path.canonicalize().unwrap()
 }

@@ -1,6 +1,8 @@
-// Loads ../../transform-cases.json and runs its cases against any object with the shape of the
-// `record-transform` export: { init(bytes), transform(event) } (a result's `err` is thrown as a
-// value carrying `payload`, as both componentize-js guests and jco-transpiled hosts do).
+// Loads ../../transform-cases.json and runs its cases against a transform export:
+//   { init(bytes), transformBatch(events) -> outcomes }      (batch-transform), or
+//   { init(bytes), transform(event) -> event | undefined }   (record-transform, mapped to outcomes).
+// A result's `err` is thrown as a value carrying `payload`, as both componentize-js guests and
+// jco-transpiled components do.
 import { readFileSync } from 'node:fs';
 import { deepStrictEqual } from 'node:assert/strict';
 
@@ -36,57 +38,109 @@ const payloadOf = (e) => {
   if (e && e.payload !== undefined) return e.payload;
   throw e;
 };
-const bytesEqual = (a, b) =>
+
+/** Either world as a batch of outcomes. */
+export function asBatch(api) {
+  if (typeof api.transformBatch === 'function') return api;
+  return {
+    init: (b) => api.init(b),
+    transformBatch: (events) =>
+      events.map((e) => {
+        try {
+          const out = api.transform(e);
+          return out === undefined ? { tag: 'skip' } : { tag: 'keep', val: out };
+        } catch (err) {
+          return { tag: 'failed', val: payloadOf(err) };
+        }
+      }),
+  };
+}
+
+const same = (a, b) =>
   (a === undefined && b === undefined) ||
   (a !== undefined && b !== undefined && Buffer.from(a).equals(Buffer.from(b)));
+const json = (bytes) => JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
 
-/** Runs one case; throws an AssertionError on a mismatch. */
-export function runCase(api, c) {
+/** Initializes with the case's config; returns false when the case expected init to fail. */
+export function initCase(api, c) {
   const x = c.expect;
-  let initErr;
+  let err;
   try {
     api.init(configBytes(c));
   } catch (e) {
-    initErr = payloadOf(e);
+    err = payloadOf(e);
   }
   if (x.initError !== undefined) {
-    if (!initErr) throw new Error(`init succeeded, expected ${x.initError}/${x.code}`);
-    deepStrictEqual([initErr.tag, initErr.val.code], [x.initError, x.code]);
-    if (!initErr.val.message.includes(x.messageContains)) {
-      throw new Error(`init message ${JSON.stringify(initErr.val.message)} lacks ${x.messageContains}`);
+    if (!err) throw new Error(`init succeeded, expected ${x.initError}`);
+    deepStrictEqual(err.tag, x.initError);
+    if (!err.val.message.includes(x.messageContains)) {
+      throw new Error(`init message ${JSON.stringify(err.val.message)} lacks ${x.messageContains}`);
+    }
+    return false;
+  }
+  if (err) throw new Error(`init failed: ${JSON.stringify(err)}`);
+  return true;
+}
+
+/** Checks one outcome against the case; throws on a mismatch. */
+export function checkOutcome(c, input, o) {
+  const x = c.expect;
+  const keptFields = (out) => {
+    for (const k of ['resource', 'action', 'timestamp', 'source', 'sequence']) {
+      deepStrictEqual(out[k], input[k], `field ${k} changed`);
+    }
+    if (!same(out.metadata, input.metadata)) throw new Error('metadata changed');
+  };
+  if (x.failed !== undefined) {
+    deepStrictEqual(o.tag, 'failed', `expected failed, got ${o.tag}`);
+    deepStrictEqual([o.val.tag, o.val.val.code], [x.failed, x.code]);
+    return;
+  }
+  if (o.tag === 'failed') throw new Error(`record failed: ${JSON.stringify(o.val)}`);
+  if (x.skip) {
+    deepStrictEqual(o.tag, 'skip');
+    return;
+  }
+  if (x.many) {
+    deepStrictEqual(o.tag, 'many', `expected many, got ${o.tag}`);
+    deepStrictEqual(o.val.map((e) => e.id), x.many);
+    for (const e of o.val) {
+      keptFields(e);
+      deepStrictEqual(json(e.data), x.data);
     }
     return;
   }
-  if (initErr) throw new Error(`init failed: ${JSON.stringify(initErr)}`);
-
-  const input = makeEvent(c);
-  let out, err;
-  try {
-    out = api.transform(makeEvent(c));
-  } catch (e) {
-    err = payloadOf(e);
-  }
-  if (x.error !== undefined) {
-    if (!err) throw new Error(`transform succeeded, expected ${x.error}/${x.code}`);
-    deepStrictEqual([err.tag, err.val.code], [x.error, x.code]);
-    return;
-  }
-  if (err) throw new Error(`transform failed: ${JSON.stringify(err)}`);
-  if (x.skip) {
-    deepStrictEqual(out, undefined, 'expected the record to be skipped');
-    return;
-  }
-  if (out === undefined) throw new Error('record skipped, expected it kept');
-  for (const k of ['resource', 'action', 'id', 'timestamp', 'source', 'sequence']) {
-    deepStrictEqual(out[k], input[k], `field ${k} changed`);
-  }
-  for (const k of ['before', 'metadata']) {
-    if (!bytesEqual(out[k], input[k])) throw new Error(`field ${k} changed`);
-  }
+  deepStrictEqual(o.tag, 'keep', `expected keep, got ${o.tag}`);
+  const out = o.val;
+  keptFields(out);
+  deepStrictEqual(out.id, input.id, 'id changed');
   if (x.unchanged) {
-    if (!bytesEqual(out.data, input.data)) throw new Error('data changed, expected unchanged');
+    if (!same(out.data, input.data)) throw new Error('data changed, expected unchanged');
+    if (!same(out.before, input.before)) throw new Error('before changed, expected unchanged');
     return;
   }
-  const data = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(out.data));
-  deepStrictEqual(data, x.data);
+  deepStrictEqual(json(out.data), x.data);
+  if (x.before !== undefined) deepStrictEqual(json(out.before), x.before);
+  else if (!same(out.before, input.before)) throw new Error('before changed');
+}
+
+/** Runs one case as a batch of one. */
+export function runCase(api, c) {
+  const b = asBatch(api);
+  if (!initCase(b, c)) return;
+  const input = makeEvent(c);
+  const outcomes = b.transformBatch([makeEvent(c)]);
+  deepStrictEqual(outcomes.length, 1, 'one outcome per event');
+  checkOutcome(c, input, outcomes[0]);
+}
+
+/** Runs every case that uses the default config as one batch (order and count must hold). */
+export function runDefaultBatch(api) {
+  const b = asBatch(api);
+  b.init(enc.encode('{}'));
+  const picked = cases.filter((c) => c.config === undefined && c.configRaw === undefined);
+  const outcomes = b.transformBatch(picked.map(makeEvent));
+  deepStrictEqual(outcomes.length, picked.length, 'one outcome per event');
+  picked.forEach((c, i) => checkOutcome(c, makeEvent(c), outcomes[i]));
+  return picked.length;
 }

@@ -48,6 +48,9 @@ enum Command {
         /// Listen here instead of `server.listen` (default 127.0.0.1:7700).
         #[arg(long, env = "REPLICATOR_LISTEN")]
         listen: Option<std::net::SocketAddr>,
+        /// Keep compiled plugins here instead of `plugins.cacheDir`.
+        #[arg(long, env = "REPLICATOR_PLUGIN_CACHE")]
+        plugin_cache: Option<PathBuf>,
     },
     /// Check a config file and list every problem with its key path.
     Validate {
@@ -166,12 +169,25 @@ struct LogArgs {
 enum PluginAction {
     /// Say which world a component implements and what it imports; exit 1 if the sandbox
     /// would refuse it.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Where compiled components are kept (the service's `plugins.cacheDir`).
+        #[arg(
+            long,
+            env = "REPLICATOR_PLUGIN_CACHE",
+            default_value = "./replicator-data/plugin-cache"
+        )]
+        cache_dir: PathBuf,
+    },
     /// Compile a component into the cache so the service starts it without compiling.
     Compile {
         file: PathBuf,
         /// Where compiled components are kept (the service's `plugins.cacheDir`).
-        #[arg(long, default_value = "./replicator-data/plugin-cache")]
+        #[arg(
+            long,
+            env = "REPLICATOR_PLUGIN_CACHE",
+            default_value = "./replicator-data/plugin-cache"
+        )]
         cache_dir: PathBuf,
     },
 }
@@ -231,7 +247,11 @@ fn init_logging(format: LogFormat) {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            plugin_cache,
+        } => {
             let mut config = match config {
                 Some(path) => match config::load(&path) {
                     Ok(c) => c,
@@ -241,6 +261,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             if let Some(addr) = listen {
                 config.server.listen = addr;
+            }
+            if let Some(dir) = plugin_cache {
+                config.plugins.cache_dir = dir;
             }
             init_logging(config.server.log_format);
             crate::server::serve(config).await?;
@@ -378,13 +401,20 @@ fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
     let mut config = crate::config::PluginsConfig::default();
     let denied = Default::default();
     match action {
-        PluginAction::Check { file } => {
-            config.cache_dir = std::env::temp_dir().join("replicator-plugin-check");
+        PluginAction::Check { file, cache_dir } => {
+            config.cache_dir = cache_dir;
             let runtime = crate::plugins::Runtime::new(config, denied)?;
             let report = crate::plugins::check::inspect(&runtime, &file)?;
             match report.world {
-                Some(w) => println!("{}: implements {} (replicator:plugin@0.1.0)", file.display(), w.name()),
-                None => println!("{}: implements none of the worlds of replicator:plugin@0.1.0", file.display()),
+                Some(w) => println!(
+                    "{}: implements {} (replicator:plugin@0.1.0)",
+                    file.display(),
+                    w.name()
+                ),
+                None => println!(
+                    "{}: implements none of the worlds of replicator:plugin@0.1.0",
+                    file.display()
+                ),
             }
             println!("exports:");
             for e in &report.exports {
@@ -404,14 +434,23 @@ fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
             for r in report.refused.iter().chain(&report.denied) {
                 println!("note: {r}");
             }
-            Ok(if report.world.is_some() && report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.world.is_some() && report.refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         PluginAction::Compile { file, cache_dir } => {
             config.cache_dir = cache_dir;
             let runtime = crate::plugins::Runtime::new(config, denied)?;
             let started = std::time::Instant::now();
             let artifact = runtime.precompile(&file)?;
-            println!("{} -> {} ({:.1} s)", file.display(), artifact.display(), started.elapsed().as_secs_f64());
+            println!(
+                "{} -> {} ({:.1} s)",
+                file.display(),
+                artifact.display(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

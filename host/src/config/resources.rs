@@ -342,12 +342,20 @@ mod tests {
     }
 
     #[test]
-    fn transforms_are_parsed_and_refused_until_plugins_exist() {
+    fn transforms_are_parsed_and_their_file_checked() {
         let (r, p) = routes(
             json!({"users": {"transform": {"component": "t.wasm", "config": {"a": 1}}}}),
             DriverKind::S3db,
         );
         assert_eq!(r[0].transform.as_ref().unwrap().config, json!({"a": 1}));
-        assert!(p[0].contains("no Wasm plugin runtime"), "{p:?}");
+        assert_eq!(p, ["resources.users.transform: no component file t.wasm"]);
+        let (_, p) = routes(
+            json!({"users": {"transform": "strip.js"}}),
+            DriverKind::Webhook,
+        );
+        assert!(
+            p[0].contains("must be the path of a .wasm component"),
+            "{p:?}"
+        );
     }
 }

@@ -108,8 +108,20 @@ pub async fn build(
         DriverConfig::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone())),
         DriverConfig::Wasm(c) => {
             let runtime = plugins.expect("a runtime exists when a wasm driver is configured");
-            let plugin = crate::plugins::driver::DriverPlugin::load(runtime.clone(), &c.component, &c.config, c.allow_hosts.clone()).await?;
-            Arc::new(wasm::WasmSink::new(plugin, runtime.config().timeout.max(std::time::Duration::from_secs(30))))
+            let plugin = crate::plugins::driver::DriverPlugin::load(
+                runtime.clone(),
+                &c.component,
+                &c.config,
+                c.allow_hosts.clone(),
+            )
+            .await?;
+            Arc::new(wasm::WasmSink::new(
+                plugin,
+                runtime
+                    .config()
+                    .timeout
+                    .max(std::time::Duration::from_secs(30)),
+            ))
         }
     })
 }

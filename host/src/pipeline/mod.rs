@@ -60,10 +60,17 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let backfills = Backfills::load(journal.clone())?;
         let wants_plugins = config.replicators.iter().any(|r| {
-            matches!(r.driver_config, crate::config::DriverConfig::Wasm(_)) || r.routes.iter().any(|x| x.transform.is_some())
+            matches!(r.driver_config, crate::config::DriverConfig::Wasm(_))
+                || r.routes.iter().any(|x| x.transform.is_some())
         });
         let plugins = if wants_plugins {
-            Some(crate::plugins::Runtime::new(config.plugins.clone(), telemetry.metrics.plugin_requests_denied.clone()).map_err(|e| PipelineError::Plugin("*".into(), e))?)
+            Some(
+                crate::plugins::Runtime::new(
+                    config.plugins.clone(),
+                    telemetry.metrics.plugin_requests_denied.clone(),
+                )
+                .map_err(|e| PipelineError::Plugin("*".into(), e))?,
+            )
         } else {
             None
         };
@@ -97,9 +104,13 @@ impl Pipeline {
                 for route in &r.routes {
                     transforms.push(match (&route.transform, &plugins) {
                         (Some(t), Some(runtime)) => Some(
-                            crate::plugins::Transform::load(runtime.clone(), &t.component, &t.config)
-                                .await
-                                .map_err(plugin_error)?,
+                            crate::plugins::Transform::load(
+                                runtime.clone(),
+                                &t.component,
+                                &t.config,
+                            )
+                            .await
+                            .map_err(plugin_error)?,
                         ),
                         _ => None,
                     });

@@ -51,9 +51,19 @@ struct Item {
 
 impl Item {
     fn new(event: Arc<StoredEvent>, route: usize) -> Item {
-        Item { event, route, attempts: Vec::new(), retries: None, outage: None, redrive: None }
+        Item {
+            event,
+            route,
+            attempts: Vec::new(),
+            retries: None,
+            outage: None,
+            redrive: None,
+        }
     }
 }
+
+/// An event on its way to one route (the original, or what the route's transform made of it).
+type RoutedEvent = (usize, Arc<StoredEvent>);
 
 /// Events per call into a transform.
 const TRANSFORM_BATCH: usize = 100;
@@ -275,7 +285,8 @@ impl Worker {
                 break;
             };
             // Route every event; events bound for a transformed route wait for their batch.
-            let mut deliveries: Vec<(Arc<StoredEvent>, Vec<(usize, Arc<StoredEvent>)>)> = Vec::with_capacity(events.len());
+            let mut deliveries: Vec<(Arc<StoredEvent>, Vec<RoutedEvent>)> =
+                Vec::with_capacity(events.len());
             let mut to_transform: HashMap<usize, Vec<usize>> = HashMap::new();
             for stored in events {
                 let stored = Arc::new(stored);
@@ -289,7 +300,10 @@ impl Worker {
                 let mut direct = Vec::with_capacity(routes.len());
                 for route in routes {
                     if self.transforms[route].is_some() {
-                        to_transform.entry(route).or_default().push(deliveries.len());
+                        to_transform
+                            .entry(route)
+                            .or_default()
+                            .push(deliveries.len());
                     } else {
                         direct.push((route, stored.clone()));
                     }
@@ -299,17 +313,27 @@ impl Worker {
             for (route, positions) in to_transform {
                 let transform = self.transforms[route].clone().expect("a transformed route");
                 for chunk in positions.chunks(TRANSFORM_BATCH) {
-                    let inputs: Vec<StoredEvent> = chunk.iter().map(|&p| (*deliveries[p].0).clone()).collect();
+                    let inputs: Vec<StoredEvent> =
+                        chunk.iter().map(|&p| (*deliveries[p].0).clone()).collect();
                     let outcomes = transform.apply(&inputs).await;
                     for (&p, outcome) in chunk.iter().zip(outcomes) {
                         match outcome {
                             TransformOutcome::Emit(list) if list.is_empty() => self.count_skipped(),
                             TransformOutcome::Emit(list) => {
-                                deliveries[p].1.extend(list.into_iter().map(|e| (route, Arc::new(e))));
+                                deliveries[p]
+                                    .1
+                                    .extend(list.into_iter().map(|e| (route, Arc::new(e))));
                             }
                             TransformOutcome::Failed(reason) => {
                                 let item = Item::new(deliveries[p].0.clone(), route);
-                                while dead_letter(&s, &item, &DeliveryError::permanent(reason.clone())).await.is_err() {
+                                while dead_letter(
+                                    &s,
+                                    &item,
+                                    &DeliveryError::permanent(reason.clone()),
+                                )
+                                .await
+                                .is_err()
+                                {
                                     tokio::time::sleep(s.policy.retry_delay).await;
                                 }
                             }
@@ -321,7 +345,8 @@ impl Worker {
                 if items.is_empty() {
                     continue; // skipped or dead-lettered by every route's transform
                 }
-                self.pending.insert(stored.sequence, (items.len() as u32, stored.received_at_ms));
+                self.pending
+                    .insert(stored.sequence, (items.len() as u32, stored.received_at_ms));
                 for (route, event) in items {
                     self.enqueue(Item::new(event, route));
                 }
@@ -335,9 +360,17 @@ impl Worker {
     /// none of those routes takes its action.
     fn routes_of(&self, stored: &StoredEvent) -> Vec<usize> {
         let s = &self.shared;
-        let candidates = self.by_resource.get(&stored.event.resource).or_else(|| self.by_resource.get(crate::config::ANY_RESOURCE));
+        let candidates = self
+            .by_resource
+            .get(&stored.event.resource)
+            .or_else(|| self.by_resource.get(crate::config::ANY_RESOURCE));
         let routes: Vec<usize> = candidates
-            .map(|rs| rs.iter().copied().filter(|r| s.routes[*r].actions.contains(stored.event.action)).collect())
+            .map(|rs| {
+                rs.iter()
+                    .copied()
+                    .filter(|r| s.routes[*r].actions.contains(stored.event.action))
+                    .collect()
+            })
             .unwrap_or_default();
         if routes.is_empty() && candidates.is_some() {
             self.count_skipped();

@@ -50,9 +50,19 @@ const DRIVERS_ONLY: [&str; 2] = ["replicator:plugin/state", "wasi:http/"];
 pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
     let component = runtime.load(path)?;
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(&runtime.engine).map(|(name, _)| name.to_string()).collect();
-    let exports: Vec<String> = ty.exports(&runtime.engine).map(|(name, _)| name.to_string()).collect();
-    let has = |iface: &str| exports.iter().any(|e| e.starts_with(&format!("replicator:plugin/{iface}@0.1")));
+    let imports: Vec<String> = ty
+        .imports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let has = |iface: &str| {
+        exports
+            .iter()
+            .any(|e| e.starts_with(&format!("replicator:plugin/{iface}@0.1")))
+    };
     let world = if has("driver") {
         Some(World::SinkDriver)
     } else if has("batch-transform") {
@@ -77,11 +87,19 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
             {
                 None
             } else if DRIVERS_ONLY.iter().any(|p| i.starts_with(p)) {
-                Some(format!("{i}: only drivers get this; a transform has no network and no state"))
+                Some(format!(
+                    "{i}: only drivers get this; a transform has no network and no state"
+                ))
             } else {
                 Some(format!("{i}: not provided by the host"))
             }
         })
         .collect();
-    Ok(Report { world, imports, exports, refused, denied })
+    Ok(Report {
+        world,
+        imports,
+        exports,
+        refused,
+        denied,
+    })
 }

@@ -4,7 +4,8 @@ use super::bindings::{Action, Event as WitEvent};
 use crate::event::{Action as HostAction, Event, StoredEvent};
 
 fn json(v: &Option<serde_json::Value>) -> Option<Vec<u8>> {
-    v.as_ref().map(|v| serde_json::to_vec(v).expect("JSON serializes"))
+    v.as_ref()
+        .map(|v| serde_json::to_vec(v).expect("JSON serializes"))
 }
 
 pub fn to_wit(e: &StoredEvent) -> WitEvent {
@@ -28,7 +29,9 @@ pub fn to_wit(e: &StoredEvent) -> WitEvent {
 
 fn parse(field: &str, bytes: Option<Vec<u8>>) -> Result<Option<serde_json::Value>, String> {
     bytes
-        .map(|b| serde_json::from_slice(&b).map_err(|e| format!("invalid JSON in \"{field}\": {e}")))
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| format!("invalid JSON in \"{field}\": {e}"))
+        })
         .transpose()
 }
 

@@ -17,12 +17,17 @@ impl AllowedHost {
         let text = text.trim();
         let (host, port) = match text.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| format!("\"{text}\": the port must be a number"))?;
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("\"{text}\": the port must be a number"))?;
                 (h, Some(port))
             }
             _ => (text, None),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() || host.contains('/') {
             return Err(format!("\"{text}\" is not a host or host:port"));
         }
@@ -38,22 +43,45 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(plugin: Arc<str>, allowed: Arc<Vec<AllowedHost>>, denied: prometheus_client::metrics::counter::Counter) -> Self {
-        Egress { plugin, allowed, denied }
+    pub fn new(
+        plugin: Arc<str>,
+        allowed: Arc<Vec<AllowedHost>>,
+        denied: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Egress {
+            plugin,
+            allowed,
+            denied,
+        }
     }
 
     /// No network at all (transforms).
     pub fn none(plugin: Arc<str>, denied: prometheus_client::metrics::counter::Counter) -> Self {
-        Egress { plugin, allowed: Arc::new(Vec::new()), denied }
+        Egress {
+            plugin,
+            allowed: Arc::new(Vec::new()),
+            denied,
+        }
     }
 
     fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        self.allowed.iter().any(|a| a.host == host && a.port.is_none_or(|p| p == port))
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.allowed
+            .iter()
+            .any(|a| a.host == host && a.port.is_none_or(|p| p == port))
     }
 }
 
-type Sent = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>;
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
 
 impl WasiHttpHooks for Egress {
     fn send_request(
@@ -65,7 +93,13 @@ impl WasiHttpHooks for Egress {
         drop(fut);
         let uri = request.uri();
         let host = uri.host().unwrap_or_default().to_string();
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         if !self.allows(&host, port) {
             self.denied.inc();
             tracing::warn!(plugin = %self.plugin, host = %host, port, "outbound request refused: host not in the plugin's allowHosts");
@@ -73,7 +107,10 @@ impl WasiHttpHooks for Egress {
         }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -84,10 +121,23 @@ mod tests {
 
     #[test]
     fn allow_list_entries() {
-        assert_eq!(AllowedHost::parse("127.0.0.1:9200").unwrap(), AllowedHost { host: "127.0.0.1".into(), port: Some(9200) });
-        assert_eq!(AllowedHost::parse("Search.Example.com").unwrap().host, "search.example.com");
+        assert_eq!(
+            AllowedHost::parse("127.0.0.1:9200").unwrap(),
+            AllowedHost {
+                host: "127.0.0.1".into(),
+                port: Some(9200)
+            }
+        );
+        assert_eq!(
+            AllowedHost::parse("Search.Example.com").unwrap().host,
+            "search.example.com"
+        );
         assert!(AllowedHost::parse("http://x/y").is_err());
-        let e = Egress::new("p".into(), Arc::new(vec![AllowedHost::parse("localhost:80").unwrap()]), Default::default());
+        let e = Egress::new(
+            "p".into(),
+            Arc::new(vec![AllowedHost::parse("localhost:80").unwrap()]),
+            Default::default(),
+        );
         assert!(e.allows("LOCALHOST", 80));
         assert!(!e.allows("localhost", 81));
         assert!(!e.allows("evil.example", 80));

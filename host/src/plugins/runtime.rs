@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -37,13 +40,20 @@ pub struct Host {
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
     }
 }
 
@@ -73,7 +83,11 @@ impl super::bindings::driver::replicator::plugin::state::Host for Host {
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let mut state = self.state.lock().expect("state lock");
-        let used: usize = state.iter().filter(|(k, _)| **k != key).map(|(k, v)| k.len() + v.len()).sum();
+        let used: usize = state
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         if used + key.len() + value.len() > STATE_LIMIT {
             return Ok(Err(format!("state is limited to {STATE_LIMIT} bytes")));
         }
@@ -96,7 +110,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: PluginsConfig, denied: prometheus_client::metrics::counter::Counter) -> Result<Arc<Runtime>, PluginError> {
+    pub fn new(
+        config: PluginsConfig,
+        denied: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Arc<Runtime>, PluginError> {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
@@ -132,7 +149,11 @@ impl Runtime {
                 }
             })
             .map_err(|e| PluginError::Engine(e.to_string()))?;
-        Ok(Arc::new(Runtime { engine, config, denied: denied }))
+        Ok(Arc::new(Runtime {
+            engine,
+            config,
+            denied,
+        }))
     }
 
     pub fn config(&self) -> &PluginsConfig {
@@ -141,12 +162,14 @@ impl Runtime {
 
     /// Loads a component, from the cache of precompiled artifacts when this host made one.
     pub fn load(&self, path: &Path) -> Result<Component, PluginError> {
-        let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
+        let wasm = std::fs::read(path)
+            .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
         let cached = self.artifact_path(&wasm);
         if let Some(component) = self.load_cached(&cached) {
             return Ok(component);
         }
-        let component = Component::new(&self.engine, &wasm).map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
+        let component = Component::new(&self.engine, &wasm)
+            .map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
         if let Err(e) = self.store_cached(&cached, &component) {
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled again next time");
         }
@@ -156,13 +179,16 @@ impl Runtime {
     /// Compiles into the cache and returns where the artifact is.
     pub fn precompile(&self, path: &Path) -> Result<PathBuf, PluginError> {
         self.load(path)?;
-        let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
+        let wasm = std::fs::read(path)
+            .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
         Ok(self.artifact_path(&wasm))
     }
 
     fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut compat);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
         let name = format!("{:x}-{:016x}.cwasm", Sha256::digest(wasm), compat.finish());
         self.config.cache_dir.join(name)
     }
@@ -183,9 +209,13 @@ impl Runtime {
     fn store_cached(&self, path: &Path, component: &Component) -> Result<(), String> {
         let bytes = component.serialize().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.config.cache_dir).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
-        std::fs::write(path.with_extension("sha256"), format!("{:x}", Sha256::digest(&bytes))).map_err(|e| e.to_string())?;
+        std::fs::write(
+            path.with_extension("sha256"),
+            format!("{:x}", Sha256::digest(&bytes)),
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, path).map_err(|e| e.to_string())
     }
 
@@ -195,19 +225,34 @@ impl Runtime {
         let mut linker = Linker::new(&self.engine);
         let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        super::bindings::batch::replicator::plugin::log::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
-            .map_err(err)?;
+        super::bindings::batch::replicator::plugin::log::add_to_linker::<
+            Host,
+            wasmtime::component::HasSelf<Host>,
+        >(&mut linker, |h| h)
+        .map_err(err)?;
         if driver {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-            super::bindings::driver::replicator::plugin::state::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
-                .map_err(err)?;
+            super::bindings::driver::replicator::plugin::state::add_to_linker::<
+                Host,
+                wasmtime::component::HasSelf<Host>,
+            >(&mut linker, |h| h)
+            .map_err(err)?;
         }
         Ok(linker)
     }
 
     /// A fresh store with the memory cap and the per-call deadline check.
-    pub fn store(&self, plugin: Arc<str>, egress: Egress, state: Arc<Mutex<HashMap<String, Vec<u8>>>>) -> Store<Host> {
-        let wasi = WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+    pub fn store(
+        &self,
+        plugin: Arc<str>,
+        egress: Egress,
+        state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    ) -> Store<Host> {
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit)
             .instances(64)

@@ -53,7 +53,11 @@ fn error_text(e: &TransformError) -> String {
 
 impl Transform {
     /// Compiles (or loads from the cache) and checks the config with a first instance.
-    pub async fn load(runtime: Arc<Runtime>, path: &Path, config: &Value) -> Result<Arc<Transform>, PluginError> {
+    pub async fn load(
+        runtime: Arc<Runtime>,
+        path: &Path,
+        config: &Value,
+    ) -> Result<Arc<Transform>, PluginError> {
         let component = runtime.load(path)?;
         let linker = runtime.linker(false)?;
         let instance_pre = linker
@@ -65,9 +69,17 @@ impl Transform {
                 PluginError::Refused(path.to_path_buf(), format!("exports neither record-transform nor batch-transform of replicator:plugin@0.1.0: {e:#}"))
             })?),
         };
-        let config = if config.is_null() { b"{}".to_vec() } else { serde_json::to_vec(config).expect("JSON serializes") };
+        let config = if config.is_null() {
+            b"{}".to_vec()
+        } else {
+            serde_json::to_vec(config).expect("JSON serializes")
+        };
         let t = Arc::new(Transform {
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().into(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .into(),
             runtime,
             pre,
             config,
@@ -80,20 +92,36 @@ impl Transform {
 
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let state = Default::default();
-        let mut store = self.runtime.store(self.name.clone(), Egress::none(self.name.clone(), self.runtime.denied.clone()), state);
+        let mut store = self.runtime.store(
+            self.name.clone(),
+            Egress::none(self.name.clone(), self.runtime.denied.clone()),
+            state,
+        );
         let budget = self.runtime.config().timeout;
         self.runtime.arm(&mut store, budget);
         let fail = |e: wasmtime::Error| PluginError::Trap(self.name.to_string(), format!("{e:#}"));
-        let init = |r: Result<(), TransformError>| r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)));
+        let init = |r: Result<(), TransformError>| {
+            r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)))
+        };
         Ok(match &self.pre {
             Pre::Batch(pre) => {
                 let b = pre.instantiate_async(&mut store).await.map_err(fail)?;
-                init(b.replicator_plugin_batch_transform().call_init(&mut store, &self.config).await.map_err(fail)?)?;
+                init(
+                    b.replicator_plugin_batch_transform()
+                        .call_init(&mut store, &self.config)
+                        .await
+                        .map_err(fail)?,
+                )?;
                 Instance::Batch(store, b)
             }
             Pre::Record(pre) => {
                 let r = pre.instantiate_async(&mut store).await.map_err(fail)?;
-                init(r.replicator_plugin_record_transform().call_init(&mut store, &self.config).await.map_err(fail)?)?;
+                init(
+                    r.replicator_plugin_record_transform()
+                        .call_init(&mut store, &self.config)
+                        .await
+                        .map_err(fail)?,
+                )?;
                 Instance::Record(store, r)
             }
         })
@@ -127,24 +155,47 @@ impl Transform {
     }
 
     /// Calls the component; `Err` when it trapped (deadline, memory, panic).
-    async fn call(&self, instance: &mut Instance, events: &[StoredEvent]) -> Result<Vec<TransformOutcome>, String> {
+    async fn call(
+        &self,
+        instance: &mut Instance,
+        events: &[StoredEvent],
+    ) -> Result<Vec<TransformOutcome>, String> {
         let budget = self.runtime.config().timeout;
-        let trap = |e: wasmtime::Error| format!("plugin {} trapped: {}", self.name, trap_reason(&e, budget));
+        let trap = |e: wasmtime::Error| {
+            format!("plugin {} trapped: {}", self.name, trap_reason(&e, budget))
+        };
         match instance {
             Instance::Batch(store, b) => {
                 let input: Vec<_> = events.iter().map(convert::to_wit).collect();
                 self.runtime.arm(store, budget);
-                let outcomes = b.replicator_plugin_batch_transform().call_transform_batch(&mut *store, &input).await.map_err(trap)?;
+                let outcomes = b
+                    .replicator_plugin_batch_transform()
+                    .call_transform_batch(&mut *store, &input)
+                    .await
+                    .map_err(trap)?;
                 if outcomes.len() != events.len() {
-                    return Err(format!("plugin {} returned {} outcomes for {} events", self.name, outcomes.len(), events.len()));
+                    return Err(format!(
+                        "plugin {} returned {} outcomes for {} events",
+                        self.name,
+                        outcomes.len(),
+                        events.len()
+                    ));
                 }
-                Ok(outcomes.into_iter().zip(events).map(|(o, e)| self.outcome(o, e)).collect())
+                Ok(outcomes
+                    .into_iter()
+                    .zip(events)
+                    .map(|(o, e)| self.outcome(o, e))
+                    .collect())
             }
             Instance::Record(store, r) => {
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
                     self.runtime.arm(store, budget);
-                    let result = r.replicator_plugin_record_transform().call_transform(&mut *store, &convert::to_wit(e)).await.map_err(trap)?;
+                    let result = r
+                        .replicator_plugin_record_transform()
+                        .call_transform(&mut *store, &convert::to_wit(e))
+                        .await
+                        .map_err(trap)?;
                     out.push(match result {
                         Ok(Some(ev)) => self.outcome(Outcome::Keep(ev), e),
                         Ok(None) => TransformOutcome::Emit(Vec::new()),
@@ -163,7 +214,11 @@ impl Transform {
             Outcome::Many(list) => list,
             Outcome::Failed(err) => return TransformOutcome::Failed(error_text(&err)),
         };
-        match events.into_iter().map(|e| convert::from_wit(e, input)).collect::<Result<Vec<_>, _>>() {
+        match events
+            .into_iter()
+            .map(|e| convert::from_wit(e, input))
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(list) => TransformOutcome::Emit(list),
             Err(e) => TransformOutcome::Failed(format!("plugin {} returned {e}", self.name)),
         }

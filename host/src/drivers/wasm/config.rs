@@ -32,7 +32,9 @@ pub fn parse(s: &mut Section) -> Option<WasmConfig> {
                 match v.as_str().map(AllowedHost::parse) {
                     Some(Ok(h)) => allow_hosts.push(h),
                     Some(Err(e)) => s.problems().add(index(&path, i), e),
-                    None => s.problems().add(index(&path, i), "must be a host or host:port"),
+                    None => s
+                        .problems()
+                        .add(index(&path, i), "must be a host or host:port"),
                 }
             }
         }
@@ -43,5 +45,9 @@ pub fn parse(s: &mut Section) -> Option<WasmConfig> {
         .into_iter()
         .filter_map(|k| s.value(k).map(|v| (k.clone(), v.clone())))
         .collect();
-    Some(WasmConfig { component: component?, allow_hosts, config: Value::Object(own) })
+    Some(WasmConfig {
+        component: component?,
+        allow_hosts,
+        config: Value::Object(own),
+    })
 }

@@ -19,18 +19,29 @@ impl WasmSink {
     }
 
     fn error(&self, e: DriverError) -> DeliveryError {
-        let text = |what: &str, i: &ErrorInfo| format!("driver {} {what} ({}): {}", self.plugin.name, i.code, i.message);
+        let text = |what: &str, i: &ErrorInfo| {
+            format!(
+                "driver {} {what} ({}): {}",
+                self.plugin.name, i.code, i.message
+            )
+        };
         match e {
             // Nothing gets better by retrying a record; the replicator waits (failing) instead.
-            DriverError::InvalidConfig(i) => DeliveryError::unavailable(text("refused its config", &i)),
-            DriverError::Unauthorized(i) => DeliveryError::unavailable(text("was refused access", &i)),
+            DriverError::InvalidConfig(i) => {
+                DeliveryError::unavailable(text("refused its config", &i))
+            }
+            DriverError::Unauthorized(i) => {
+                DeliveryError::unavailable(text("was refused access", &i))
+            }
             DriverError::Retryable(h) => {
                 let mut e = DeliveryError::transient(text("failed", &h.info));
                 e.retry_after = h.retry_after_ms.map(|ms| Duration::from_millis(ms.into()));
                 e
             }
             DriverError::Rejected(i) => DeliveryError::permanent(text("rejected the record", &i)),
-            DriverError::Fatal(i) => DeliveryError::transient(text("broke (instance replaced)", &i)),
+            DriverError::Fatal(i) => {
+                DeliveryError::transient(text("broke (instance replaced)", &i))
+            }
         }
     }
 
@@ -47,7 +58,10 @@ impl Driver for WasmSink {
         match self.plugin.init().await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.error(e)),
-            Err(t) => Err(DeliveryError::unavailable(format!("driver {} trapped in init: {}", self.plugin.name, t.0))),
+            Err(t) => Err(DeliveryError::unavailable(format!(
+                "driver {} trapped in init: {}",
+                self.plugin.name, t.0
+            ))),
         }
     }
 

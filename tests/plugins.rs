@@ -1,0 +1,374 @@
+//! Wasm plugins: transforms in Rust, JavaScript and Python applied end to end, a custom
+//! driver against a real HTTP server, and guests that misbehave (loop, allocate, panic, try to
+//! escape the sandbox, call a host off their allow-list) without hurting the host.
+
+use replicator_tests::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+fn user(first: &str, extra: Value) -> Value {
+    let mut data = json!({"firstName": first, "lastName": "Lima", "email": format!(" {first}@Example.com "), "password": "pw", "ssn": "123", "creditCard": "4111"});
+    for (k, v) in extra.as_object().unwrap() {
+        data[k] = v.clone();
+    }
+    data
+}
+
+fn email_hash(first: &str) -> String {
+    format!(
+        "{:x}",
+        Sha256::digest(format!("{}@example.com", first.to_lowercase()).as_bytes())
+    )
+}
+
+fn by_id(received: &[Received]) -> BTreeMap<String, Value> {
+    received
+        .iter()
+        .map(|r| r.json())
+        .map(|b| (b["id"].as_str().unwrap().to_string(), b))
+        .collect()
+}
+
+#[test]
+fn plugin_check_names_the_world_and_what_the_sandbox_grants() {
+    let run = |name: &str| {
+        Command::new(binary())
+            .args(["plugin", "check"])
+            .arg(guest(name))
+            .output()
+            .unwrap()
+    };
+    let out = run("rust-transform");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("implements batch-transformer"), "{text}");
+    let out = run("rust-driver");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("implements sink-driver") && text.contains("wasi:http/outgoing-handler"),
+        "{text}"
+    );
+    let out = run("read-file");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wasi:sockets/tcp") && text.contains("every connection is denied"),
+        "{text}"
+    );
+    for name in ["js-transform", "python-transform"] {
+        let out = run(name);
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"not wasm").unwrap();
+    let out = Command::new(binary())
+        .args(["plugin", "check"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid WebAssembly component"));
+}
+
+#[tokio::test]
+async fn transforms_in_rust_javascript_and_python_end_to_end() {
+    let pg = Pg::connect("transform").await;
+    let js = Receiver::start().await;
+    let py = Receiver::start().await;
+    let config = format!(
+        "replicators:\n{}  - id: js\n    driver: webhook\n    resources:\n      users: {{transform: \"{}\"}}\n    config: {{url: \"{}\"}}\n  - id: py\n    driver: webhook\n    resources:\n      users: {{transform: {{component: \"{}\", config: {{strip: [password], hashEmail: false}}}}}}\n    config: {{url: \"{}\"}}\n",
+        pg.replicator(
+            "rust",
+            &format!(
+                "{{users: {{table: people, transform: {{component: \"{}\", config: {{}}}}}}}}",
+                guest("rust-transform").display()
+            ),
+            ""
+        ),
+        guest("js-transform").display(),
+        js.url("/js"),
+        guest("python-transform").display(),
+        py.url("/py"),
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("users", "u1", user("Ana", json!({}))),
+        insert("users", "u2", user("Bot", json!({"email": "bot@test.com"}))),
+        insert(
+            "users",
+            "u3",
+            user("Old", json!({"deletedAt": "2026-01-01T00:00:00Z"}))
+        ),
+        insert("users", "u4", user("Bad", json!({"failMe": true}))),
+        insert("users", "u5", user("Fan", json!({"fanOut": 3}))),
+        delete("users", "u6"),
+    ]))
+    .await;
+    for r in ["rust", "js", "py"] {
+        host.drained(r).await;
+    }
+
+    // Rust, into PostgreSQL: reference-docs transform, fan-out, a failing record dead-lettered.
+    let rows = pg.rows("people").await;
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["u1", "u5-0", "u5-1", "u5-2"],
+        "skipped: test user, soft-deleted; u6 delete applied to nothing"
+    );
+    assert_eq!(rows[0]["fullName"], "Ana Lima");
+    assert_eq!(rows[0]["emailHash"], email_hash("Ana"));
+    for secret in ["password", "ssn", "creditCard"] {
+        assert!(
+            rows[0].get(secret).is_none(),
+            "{secret} stripped: {}",
+            rows[0]
+        );
+    }
+    let dl = host.dead_letters("replicator=rust").await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0]["recordId"], "u4");
+    assert!(
+        dl[0]["error"].as_str().unwrap().contains("fail-me"),
+        "{}",
+        dl[0]
+    );
+    assert_eq!(host.replicator("rust").await["skipped"], 2);
+
+    // JavaScript, to a webhook: the same job, the same outcomes.
+    let got = by_id(&js.accepted());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["u1", "u5-0", "u5-1", "u5-2", "u6"]
+    );
+    assert_eq!(
+        host.dead_letters("replicator=js").await[0]["recordId"],
+        "u4"
+    );
+    let ana = &got["u1"]["data"];
+    assert_eq!(ana["fullName"], "Ana Lima");
+    assert_eq!(ana["emailHash"], email_hash("Ana"));
+    assert!(
+        ana.get("password").is_none()
+            && ana.get("ssn").is_none()
+            && ana.get("creditCard").is_none(),
+        "{ana}"
+    );
+    assert_eq!(got["u6"]["action"], "delete");
+
+    // Python, with its own per-destination config: strip only the password, no hash.
+    let got = by_id(&py.accepted());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["u1", "u5-0", "u5-1", "u5-2", "u6"]
+    );
+    assert_eq!(
+        host.dead_letters("replicator=py").await[0]["recordId"],
+        "u4"
+    );
+    let ana = &got["u1"]["data"];
+    assert_eq!(ana["fullName"], "Ana Lima");
+    assert!(ana.get("password").is_none());
+    assert_eq!(ana["ssn"], "123");
+    assert!(ana.get("emailHash").is_none(), "{ana}");
+}
+
+#[tokio::test]
+async fn misbehaving_guests_are_contained() {
+    let bad = Receiver::start().await;
+    let good = Receiver::start().await;
+    let transform = |name: &str| format!("{{transform: \"{}\"}}", guest(name).display());
+    let config = format!(
+        "plugins:\n  timeout: 500ms\n  memoryLimit: 32MiB\nreplicators:\n  - id: sandboxed\n    driver: webhook\n    resources:\n      loops: {}\n      allocs: {}\n      panics: {}\n      escapes: {}\n    config: {{url: \"{}\"}}\n  - id: plain\n    driver: webhook\n    resources: [loops, allocs, panics, escapes]\n    config: {{url: \"{}\"}}\n",
+        transform("loop-forever"),
+        transform("alloc-forever"),
+        transform("panic"),
+        transform("read-file"),
+        bad.url("/bad"),
+        good.url("/good"),
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("loops", "ok1", json!({})),
+        insert("loops", "bad1", json!({"loop": true})),
+        insert("allocs", "ok2", json!({})),
+        insert("allocs", "bad2", json!({"alloc": true})),
+        insert("panics", "ok3", json!({})),
+        insert("panics", "bad3", json!({"panic": true})),
+        insert("escapes", "ok4", json!({})),
+        insert("escapes", "bad4", json!({"escape": true})),
+    ]))
+    .await;
+    host.drained("sandboxed").await;
+    host.drained("plain").await;
+    assert_eq!(good.accepted().len(), 8, "another replicator is untouched");
+    let delivered: Vec<String> = bad
+        .accepted()
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    assert!(
+        delivered.iter().all(|id| id.starts_with("ok")),
+        "{delivered:?}"
+    );
+    let reasons: BTreeMap<String, String> = host
+        .dead_letters("replicator=sandboxed")
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["recordId"].as_str().unwrap().to_string(),
+                d["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(reasons["bad1"].contains("deadline"), "{reasons:?}");
+    assert!(reasons["bad2"].contains("memory"), "{reasons:?}");
+    assert!(reasons["bad3"].contains("trapped"), "{reasons:?}");
+    assert!(
+        reasons["bad4"].contains("sandboxed"),
+        "the guest saw no file, socket or environment: {reasons:?}"
+    );
+    assert_eq!(
+        host.http
+            .get(host.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// A search index's `_bulk` endpoint: every item created, except those containing "poison".
+fn bulk_api(body: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(body);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let action: Value = serde_json::from_str(lines[i]).unwrap();
+        let op = action.as_object().unwrap().keys().next().unwrap().clone();
+        let with_doc = op == "index";
+        let doc = if with_doc {
+            lines.get(i + 1).copied().unwrap_or("")
+        } else {
+            ""
+        };
+        let status = if doc.contains("poison") { 400 } else { 201 };
+        items.push(json!({op: {"status": status, "error": if status == 400 { json!({"type": "mapper_parsing_exception"}) } else { Value::Null }}}));
+        i += if with_doc { 2 } else { 1 };
+    }
+    (
+        200,
+        json!({"errors": items.iter().any(|x| x.to_string().contains("400")), "items": items})
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_rust_driver_delivers_to_a_real_bulk_api() {
+    let search = Receiver::start().await;
+    search.respond_with(bulk_api);
+    let config = format!(
+        "replicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    );
+    let host = Host::start(&config).await;
+    let seqs = host
+        .send(json!([
+            insert("users", "u1", json!({"name": "Ana"})),
+            update("users", "u1", json!({"name": "Ana Lima"})),
+            insert("users", "u2", json!({"name": "poison"})),
+            delete("users", "u3"),
+        ]))
+        .await;
+    let status = host.drained("search").await;
+    assert_eq!(status["deadLettered"], 1, "{status}");
+    let dl = host.dead_letters("replicator=search").await;
+    assert_eq!(dl[0]["recordId"], "u2");
+    assert!(
+        dl[0]["error"].as_str().unwrap().contains("rejected"),
+        "{}",
+        dl[0]
+    );
+    let mut docs = Vec::new();
+    for r in search.received() {
+        assert_eq!(r.path, "/_bulk");
+        assert_eq!(r.headers["content-type"], "application/x-ndjson");
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if let Some(meta) = v.get("index").or(v.get("delete")) {
+                docs.push((
+                    meta["_index"].as_str().unwrap().to_string(),
+                    meta["_id"].as_str().unwrap().to_string(),
+                    meta["version"].as_u64().unwrap(),
+                ));
+            }
+        }
+    }
+    assert!(
+        docs.contains(&("app-users".into(), "u1".into(), seqs[1])),
+        "the update carries its sequence as version: {docs:?}"
+    );
+    assert!(
+        docs.contains(&("app-users".into(), "u3".into(), seqs[3])),
+        "{docs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
+    let allowed = Receiver::start().await;
+    let config = format!(
+        "maxRetries: 1\nretryDelay: 50\nreplicators:\n  - id: sneaky\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      forbiddenUrl: \"http://localhost:{}/exfiltrate\"\n",
+        guest("driver-forbidden-host").display(),
+        allowed.port,
+        allowed.port
+    );
+    let host = Host::start(&config).await;
+    host.send(insert("users", "u1", json!({"secret": "x"})))
+        .await;
+    let dl = eventually(Duration::from_secs(20), "a dead letter", || async {
+        let d = host.dead_letters("").await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dl[0]["recordId"], "u1");
+    assert!(
+        allowed.received().is_empty(),
+        "the request never left the host"
+    );
+    let metrics = reqwest::get(host.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let denied: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("replicator_plugin_requests_denied_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(denied >= 1.0, "{metrics}");
+    assert!(
+        host.log().contains("outbound request refused"),
+        "the host logs the refusal itself"
+    );
+}
