@@ -8,6 +8,8 @@ cd "$ROOT"
 export INFRA_RUN=${INFRA_RUN:-/tmp/replicator-infra/run}
 cargo build --release -p replicator -p replicator-tests -p s3-test-server --bins
 tests/servers/s3db-js.sh install
+guest-examples/build.sh
+guest-examples/build-js-python.sh
 export S3_SERVER_BIN=$ROOT/target/release/s3-test-server
 STARTED=()
 for server in postgres s3; do
@@ -19,3 +21,5 @@ export REPLICATOR_BIN=$ROOT/target/release/replicator
 RUST_LOG=warn target/release/bench
 echo
 cargo bench -p replicator --bench journal_stores
+echo
+cargo bench -p replicator --bench plugins

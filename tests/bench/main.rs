@@ -131,7 +131,7 @@ async fn main() {
             .unwrap_or(0)
     );
 
-    // BENCH_ONLY=intake,postgres,latency,s3db,backlog runs a subset.
+    // BENCH_ONLY=intake,postgres,latency,s3db,transform,backlog runs a subset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
 
@@ -339,7 +339,30 @@ async fn main() {
         );
     }
 
-    // 5. Memory with a backlog of 1,000,000 events while the destination is down.
+    // 5. End to end into PostgreSQL with a Wasm transform in the path, against without.
+    if run("transform") {
+        let rust_transform = guest("rust-transform");
+        let mut rates = Vec::new();
+        for with_transform in [false, true] {
+            let pg = Pg::connect(&format!("bench_transform_{with_transform}")).await;
+            let resources = if with_transform {
+                format!("{{users: {{transform: \"{}\"}}}}", rust_transform.display())
+            } else {
+                "[users]".to_string()
+            };
+            let host = Host::start(&format!("replicators:\n{}", pg.replicator("pg", &resources, "").replace("    resources:", "    batchSize: 1000\n    resources:"))).await;
+            let total = 100_000u64;
+            let start = Instant::now();
+            post_all(&host, total, 100, 8).await;
+            host.drained("pg").await;
+            let rate = total as f64 / start.elapsed().as_secs_f64();
+            rates.push(rate);
+            println!("end to end into PostgreSQL {} {rate:>8.0} rows/s", if with_transform { "with the Rust transform:" } else { "without a transform:    " });
+        }
+        println!("a Wasm transform in the path costs {:.1}% of end-to-end throughput", (1.0 - rates[1] / rates[0]) * 100.0);
+    }
+
+    // 6. Memory with a backlog of 1,000,000 events while the destination is down.
     if run("backlog") {
         let port = free_port(); // nothing listens there
         let host = Host::start(&format!(
