@@ -170,12 +170,13 @@ async fn dead_letters_then_lets_the_key_continue_and_redrives() {
     // Redrive everything once the receiver accepts it.
     rx.refuse_containing("nothing-matches-this");
     let before = rx.accepted().len();
+    let requests_before = rx.received().len();
     let (code, out) = host
         .post("/v1/dlq/redrive", json!({"replicator": "hook"}))
         .await;
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["redriven"], 2);
-    let got = rx.wait_for(rx.received().len() + 2).await;
+    let got = rx.wait_for(requests_before + 2).await;
     let redelivered: Vec<_> = got
         .iter()
         .filter(|r| r.path == "/hook")

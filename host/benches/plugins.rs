@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn guest(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/dist").join(format!("{name}.wasm"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-examples/dist")
+        .join(format!("{name}.wasm"))
 }
 
 /// A record of about 300 bytes, as the reference docs' examples use.
@@ -26,9 +28,11 @@ fn event(i: u64) -> StoredEvent {
             resource: "users".into(),
             action: Action::Insert,
             id: format!("u{i}"),
-            data: Some(json!({"id": format!("u{i}"), "firstName": "Ana", "lastName": "Lima", "email": "Ana.Lima@Example.com",
+            data: Some(
+                json!({"id": format!("u{i}"), "firstName": "Ana", "lastName": "Lima", "email": "Ana.Lima@Example.com",
                 "password": "hunter2", "ssn": "123-45-6789", "creditCard": "4111111111111111", "plan": "pro", "age": 31,
-                "address": {"city": "Lisboa", "zip": "1000-001"}, "tags": ["a", "b"]})),
+                "address": {"city": "Lisboa", "zip": "1000-001"}, "tags": ["a", "b"]}),
+            ),
             before: None,
             timestamp: "2026-11-23T10:00:00.000Z".into(),
             source: Some("app-1".into()),
@@ -43,15 +47,26 @@ fn native(e: &StoredEvent) -> TransformOutcome {
     let bytes = serde_json::to_vec(e.event.data.as_ref().unwrap()).unwrap();
     let mut data: Value = serde_json::from_slice(&bytes).unwrap();
     let m = data.as_object_mut().unwrap();
-    let email = m.get("email").and_then(Value::as_str).unwrap_or("").trim().to_lowercase();
+    let email = m
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_lowercase();
     if email.ends_with("@test.com") || m.get("deletedAt").is_some_and(|v| !v.is_null()) {
         return TransformOutcome::Emit(vec![]);
     }
-    if let (Some(f), Some(l)) = (m.get("firstName").and_then(Value::as_str), m.get("lastName").and_then(Value::as_str)) {
+    if let (Some(f), Some(l)) = (
+        m.get("firstName").and_then(Value::as_str),
+        m.get("lastName").and_then(Value::as_str),
+    ) {
         let full = format!("{f} {l}");
         m.insert("fullName".into(), Value::String(full));
     }
-    m.insert("emailHash".into(), Value::String(format!("{:x}", Sha256::digest(email.as_bytes()))));
+    m.insert(
+        "emailHash".into(),
+        Value::String(format!("{:x}", Sha256::digest(email.as_bytes()))),
+    );
     for k in ["password", "ssn", "creditCard"] {
         m.remove(k);
     }
@@ -68,10 +83,19 @@ fn per_record(total: Duration, records: usize) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cache = tempfile::tempdir().unwrap();
-    let config = PluginsConfig { cache_dir: cache.path().to_path_buf(), timeout: Duration::from_secs(30), ..Default::default() };
+    let config = PluginsConfig {
+        cache_dir: cache.path().to_path_buf(),
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
     let runtime = Runtime::new(config, Default::default()).unwrap();
     let events: Vec<StoredEvent> = (0..1000).map(event).collect();
-    println!("bytes per record (data JSON): {}", serde_json::to_vec(events[0].event.data.as_ref().unwrap()).unwrap().len());
+    println!(
+        "bytes per record (data JSON): {}",
+        serde_json::to_vec(events[0].event.data.as_ref().unwrap())
+            .unwrap()
+            .len()
+    );
 
     // Native baseline.
     for batch in [1usize, 100] {
@@ -85,24 +109,40 @@ async fn main() {
                 }
             }
         }
-        println!("native Rust                 batch {batch:>3}: {:>7.2} µs/record", per_record(start.elapsed(), n));
+        println!(
+            "native Rust                 batch {batch:>3}: {:>7.2} µs/record",
+            per_record(start.elapsed(), n)
+        );
     }
 
-    for (name, rounds) in [("rust-transform", 20), ("js-transform", 2), ("python-transform", 2)] {
+    for (name, rounds) in [
+        ("rust-transform", 20),
+        ("js-transform", 2),
+        ("python-transform", 2),
+    ] {
         let path = guest(name);
         if !path.is_file() {
-            println!("{name}: missing ({}); build the guests first", path.display());
+            println!(
+                "{name}: missing ({}); build the guests first",
+                path.display()
+            );
             continue;
         }
         let started = Instant::now();
-        let t = Transform::load(runtime.clone(), &path, &Value::Null).await.unwrap();
+        let t = Transform::load(runtime.clone(), &path, &Value::Null)
+            .await
+            .unwrap();
         let compile = started.elapsed();
         // Cold start from the cached artifact: load, instantiate, init.
         let started = Instant::now();
-        let warm = Transform::load(runtime.clone(), &path, &Value::Null).await.unwrap();
+        let warm = Transform::load(runtime.clone(), &path, &Value::Null)
+            .await
+            .unwrap();
         let cold_start = started.elapsed();
         drop(warm);
-        assert!(matches!(&t.apply(&events[..1]).await[0], TransformOutcome::Emit(list) if list.len() == 1));
+        assert!(
+            matches!(&t.apply(&events[..1]).await[0], TransformOutcome::Emit(list) if list.len() == 1)
+        );
         for batch in [1usize, 100] {
             let start = Instant::now();
             let mut n = 0;
@@ -112,8 +152,15 @@ async fn main() {
                     n += chunk.len();
                 }
             }
-            println!("{name:<27} batch {batch:>3}: {:>7.2} µs/record", per_record(start.elapsed(), n));
+            println!(
+                "{name:<27} batch {batch:>3}: {:>7.2} µs/record",
+                per_record(start.elapsed(), n)
+            );
         }
-        println!("{name:<27} compile {:>7.1} ms, cold start from the cache {:>6.2} ms", compile.as_secs_f64() * 1e3, cold_start.as_secs_f64() * 1e3);
+        println!(
+            "{name:<27} compile {:>7.1} ms, cold start from the cache {:>6.2} ms",
+            compile.as_secs_f64() * 1e3,
+            cold_start.as_secs_f64() * 1e3
+        );
     }
 }

@@ -350,16 +350,31 @@ async fn main() {
             } else {
                 "[users]".to_string()
             };
-            let host = Host::start(&format!("replicators:\n{}", pg.replicator("pg", &resources, "").replace("    resources:", "    batchSize: 1000\n    resources:"))).await;
+            let host = Host::start(&format!(
+                "replicators:\n{}",
+                pg.replicator("pg", &resources, "")
+                    .replace("    resources:", "    batchSize: 1000\n    resources:")
+            ))
+            .await;
             let total = 100_000u64;
             let start = Instant::now();
             post_all(&host, total, 100, 8).await;
             host.drained("pg").await;
             let rate = total as f64 / start.elapsed().as_secs_f64();
             rates.push(rate);
-            println!("end to end into PostgreSQL {} {rate:>8.0} rows/s", if with_transform { "with the Rust transform:" } else { "without a transform:    " });
+            println!(
+                "end to end into PostgreSQL {} {rate:>8.0} rows/s",
+                if with_transform {
+                    "with the Rust transform:"
+                } else {
+                    "without a transform:    "
+                }
+            );
         }
-        println!("a Wasm transform in the path costs {:.1}% of end-to-end throughput", (1.0 - rates[1] / rates[0]) * 100.0);
+        println!(
+            "a Wasm transform in the path costs {:.1}% of end-to-end throughput",
+            (1.0 - rates[1] / rates[0]) * 100.0
+        );
     }
 
     // 6. Memory with a backlog of 1,000,000 events while the destination is down.

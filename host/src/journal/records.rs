@@ -27,6 +27,13 @@ pub struct DeadLetter {
     pub dead_lettered_at: String,
     /// How many times it was redriven before.
     pub redrives: u32,
+    /// The resource key of the route it was on (`*` for a route taking every resource).
+    #[serde(default)]
+    pub route: String,
+    /// Whether `event` is already the output of the route's transform (failed at delivery),
+    /// rather than the original (failed in the transform).
+    #[serde(default)]
+    pub transformed: bool,
     pub event: StoredEvent,
 }
 

@@ -179,7 +179,7 @@ impl Worker {
 
     pub async fn run(mut self) {
         self.init_driver().await;
-        self.load_redrives();
+        self.load_redrives().await;
         let mut head = self.shared.journal.subscribe_head();
         let mut backfills = self.backfills.subscribe();
         if let Err(e) = self.retrack().await {
@@ -214,7 +214,7 @@ impl Worker {
                 }
                 message = self.control.recv() => match message {
                     Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
-                    Some(Control::Redrive(entries)) => self.redrive(entries),
+                    Some(Control::Redrive(entries)) => self.redrive(entries).await,
                     Some(Control::Stop) | None => break,
                 },
                 _ = sleep_until(linger_until), if linger_until.is_some() => {
@@ -330,6 +330,7 @@ impl Worker {
                                     &s,
                                     &item,
                                     &DeliveryError::permanent(reason.clone()),
+                                    false,
                                 )
                                 .await
                                 .is_err()
@@ -618,12 +619,12 @@ impl Worker {
         }
         s.stats.cursor.store(self.committed, Ordering::Relaxed);
         tracing::info!(replicator = %s.id, from, "replaying from sequence");
-        self.load_redrives();
+        self.load_redrives().await;
     }
 
-    fn load_redrives(&mut self) {
+    async fn load_redrives(&mut self) {
         match self.shared.journal.pending_redrives(&self.shared.id) {
-            Ok(entries) => self.redrive(entries),
+            Ok(entries) => self.redrive(entries).await,
             Err(e) => {
                 tracing::error!(replicator = %self.shared.id, error = %e, "cannot read redrives")
             }
@@ -631,12 +632,18 @@ impl Worker {
     }
 
     /// Queues dead letters again, behind their key's current events, with their own sequence.
-    fn redrive(&mut self, entries: Vec<DeadLetter>) {
+    async fn redrive(&mut self, entries: Vec<DeadLetter>) {
         for entry in entries {
-            let route =
-                self.shared.routes.iter().position(|r| {
-                    r.resource == entry.resource && r.destination == entry.destination
-                });
+            let route_key = if entry.route.is_empty() {
+                &entry.resource
+            } else {
+                &entry.route
+            };
+            let route = self
+                .shared
+                .routes
+                .iter()
+                .position(|r| r.resource == *route_key && r.destination == entry.destination);
             let Some(route) = route else {
                 tracing::warn!(replicator = %self.shared.id, dead_letter = entry.id, "redrive skipped: the route no longer exists");
                 continue;
@@ -652,9 +659,39 @@ impl Worker {
                 attempt: None,
                 error: None,
             });
-            let mut item = Item::new(Arc::new(entry.event), route);
-            item.redrive = Some((redrive_id, redrives));
-            self.enqueue(item);
+            // A record that failed in the transform goes through it again; one that failed
+            // at delivery was transformed already.
+            let original = Arc::new(entry.event);
+            let events: Vec<Arc<StoredEvent>> = match (&self.transforms[route], entry.transformed) {
+                (Some(t), false) => match t.apply(std::slice::from_ref(&*original)).await.pop() {
+                    Some(TransformOutcome::Emit(list)) => list.into_iter().map(Arc::new).collect(),
+                    Some(TransformOutcome::Failed(reason)) => {
+                        let mut item = Item::new(original, route);
+                        item.redrive = Some((redrive_id, redrives));
+                        let _ = dead_letter(
+                            &self.shared,
+                            &item,
+                            &DeliveryError::permanent(reason),
+                            false,
+                        )
+                        .await;
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                },
+                _ => vec![original],
+            };
+            if events.is_empty() {
+                if let Err(e) = self.shared.journal.redrive_done(redrive_id).await {
+                    tracing::error!(error = %e, "cannot mark a redrive as done");
+                }
+                continue;
+            }
+            for event in events {
+                let mut item = Item::new(event, route);
+                item.redrive = Some((redrive_id, redrives));
+                self.enqueue(item);
+            }
         }
     }
 }
@@ -757,7 +794,8 @@ async fn fly(s: Arc<Shared>, mut batch: Vec<(u64, Item)>) -> Flight {
                     });
                     let spent = item.attempts.len() as u32;
                     if err.kind == ErrorKind::Permanent || spent > s.policy.max_retries {
-                        match dead_letter(&s, &item, &err).await {
+                        let transformed = s.routes[item.route].transform.is_some();
+                        match dead_letter(&s, &item, &err, transformed).await {
                             Ok(()) => Fate::DeadLettered,
                             // Never drop it: keep retrying until the dead letter is stored.
                             Err(()) => Fate::Retry(s.policy.max_retry_delay),
@@ -819,7 +857,12 @@ async fn fly(s: Arc<Shared>, mut batch: Vec<(u64, Item)>) -> Flight {
     Flight::Done(fates)
 }
 
-async fn dead_letter(s: &Shared, item: &Item, err: &DeliveryError) -> Result<(), ()> {
+async fn dead_letter(
+    s: &Shared,
+    item: &Item,
+    err: &DeliveryError,
+    transformed: bool,
+) -> Result<(), ()> {
     let e = &item.event.event;
     let route = &s.routes[item.route];
     let entry = DeadLetter {
@@ -834,6 +877,8 @@ async fn dead_letter(s: &Shared, item: &Item, err: &DeliveryError) -> Result<(),
         attempts: item.attempts.clone(),
         dead_lettered_at: now_rfc3339(),
         redrives: item.redrive.map(|(_, n)| n).unwrap_or(0),
+        route: route.resource.clone(),
+        transformed,
         event: (*item.event).clone(),
     };
     match s.journal.dead_letter(entry).await {
