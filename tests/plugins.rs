@@ -170,12 +170,18 @@ async fn transforms_in_rust_javascript_and_python_end_to_end() {
 
     // A record that failed in the transform goes through it again when redriven: it is never
     // delivered untransformed (here it fails again, so it is dead-lettered again).
-    let (code, out) = host.post("/v1/dlq/redrive", json!({"replicator": "js"})).await;
+    let (code, out) = host
+        .post("/v1/dlq/redrive", json!({"replicator": "js"}))
+        .await;
     assert_eq!(code, 200, "{out}");
-    let again = eventually(Duration::from_secs(10), "the redriven record dead-lettered again", || async {
-        let d = host.dead_letters("replicator=js").await;
-        d.iter().find(|x| x["redrives"] == 1).cloned()
-    })
+    let again = eventually(
+        Duration::from_secs(10),
+        "the redriven record dead-lettered again",
+        || async {
+            let d = host.dead_letters("replicator=js").await;
+            d.iter().find(|x| x["redrives"] == 1).cloned()
+        },
+    )
     .await;
     assert_eq!(again["recordId"], "u4");
     assert!(!by_id(&js.accepted()).contains_key("u4"));

@@ -313,8 +313,8 @@ impl Worker {
             for (route, positions) in to_transform {
                 let transform = self.transforms[route].clone().expect("a transformed route");
                 for chunk in positions.chunks(TRANSFORM_BATCH) {
-                    let inputs: Vec<StoredEvent> =
-                        chunk.iter().map(|&p| (*deliveries[p].0).clone()).collect();
+                    let inputs: Vec<Arc<StoredEvent>> =
+                        chunk.iter().map(|&p| deliveries[p].0.clone()).collect();
                     let outcomes = transform.apply(&inputs).await;
                     for (&p, outcome) in chunk.iter().zip(outcomes) {
                         match outcome {
@@ -663,7 +663,7 @@ impl Worker {
             // at delivery was transformed already.
             let original = Arc::new(entry.event);
             let events: Vec<Arc<StoredEvent>> = match (&self.transforms[route], entry.transformed) {
-                (Some(t), false) => match t.apply(std::slice::from_ref(&*original)).await.pop() {
+                (Some(t), false) => match t.apply(std::slice::from_ref(&original)).await.pop() {
                     Some(TransformOutcome::Emit(list)) => list.into_iter().map(Arc::new).collect(),
                     Some(TransformOutcome::Failed(reason)) => {
                         let mut item = Item::new(original, route);

@@ -3,6 +3,7 @@
 //! time in fresh instances; only that record fails).
 
 use serde_json::Value;
+use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
@@ -128,7 +129,10 @@ impl Transform {
     }
 
     /// Transforms a batch: one outcome per input, in order.
-    pub async fn apply(&self, events: &[StoredEvent]) -> Vec<TransformOutcome> {
+    pub async fn apply<E: Borrow<StoredEvent> + Sync>(
+        &self,
+        events: &[E],
+    ) -> Vec<TransformOutcome> {
         let pooled = self.idle.lock().expect("idle lock").pop();
         let mut instance = match pooled {
             Some(i) => i,
@@ -155,10 +159,10 @@ impl Transform {
     }
 
     /// Calls the component; `Err` when it trapped (deadline, memory, panic).
-    async fn call(
+    async fn call<E: Borrow<StoredEvent> + Sync>(
         &self,
         instance: &mut Instance,
-        events: &[StoredEvent],
+        events: &[E],
     ) -> Result<Vec<TransformOutcome>, String> {
         let budget = self.runtime.config().timeout;
         let trap = |e: wasmtime::Error| {
@@ -166,7 +170,7 @@ impl Transform {
         };
         match instance {
             Instance::Batch(store, b) => {
-                let input: Vec<_> = events.iter().map(convert::to_wit).collect();
+                let input: Vec<_> = events.iter().map(|e| convert::to_wit(e.borrow())).collect();
                 self.runtime.arm(store, budget);
                 let outcomes = b
                     .replicator_plugin_batch_transform()
@@ -184,12 +188,13 @@ impl Transform {
                 Ok(outcomes
                     .into_iter()
                     .zip(events)
-                    .map(|(o, e)| self.outcome(o, e))
+                    .map(|(o, e)| self.outcome(o, e.borrow()))
                     .collect())
             }
             Instance::Record(store, r) => {
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
+                    let e = e.borrow();
                     self.runtime.arm(store, budget);
                     let result = r
                         .replicator_plugin_record_transform()
