@@ -115,10 +115,13 @@ async fn main() {
         );
     }
 
-    for (name, rounds) in [
-        ("rust-transform", 20),
-        ("js-transform", 2),
-        ("python-transform", 2),
+    let no_hash = json!({"hashEmail": false});
+    for (name, label, config, rounds) in [
+        ("rust-transform", "rust-transform", Value::Null, 20),
+        ("js-transform", "js-transform", Value::Null, 2),
+        ("js-transform", "js-transform (no hash)", no_hash.clone(), 2),
+        ("python-transform", "python-transform", Value::Null, 2),
+        ("python-transform", "python-transform (no hash)", no_hash, 2),
     ] {
         let path = guest(name);
         if !path.is_file() {
@@ -129,13 +132,13 @@ async fn main() {
             continue;
         }
         let started = Instant::now();
-        let t = Transform::load(runtime.clone(), &path, &Value::Null)
+        let t = Transform::load(runtime.clone(), &path, &config)
             .await
             .unwrap();
         let compile = started.elapsed();
         // Cold start from the cached artifact: load, instantiate, init.
         let started = Instant::now();
-        let warm = Transform::load(runtime.clone(), &path, &Value::Null)
+        let warm = Transform::load(runtime.clone(), &path, &config)
             .await
             .unwrap();
         let cold_start = started.elapsed();
@@ -153,12 +156,12 @@ async fn main() {
                 }
             }
             println!(
-                "{name:<27} batch {batch:>3}: {:>7.2} µs/record",
+                "{label:<27} batch {batch:>3}: {:>7.2} µs/record",
                 per_record(start.elapsed(), n)
             );
         }
         println!(
-            "{name:<27} compile {:>7.1} ms, cold start from the cache {:>6.2} ms",
+            "{label:<27} compile {:>7.1} ms, cold start from the cache {:>6.2} ms",
             compile.as_secs_f64() * 1e3,
             cold_start.as_secs_f64() * 1e3
         );
