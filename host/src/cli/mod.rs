@@ -171,25 +171,26 @@ enum PluginAction {
     /// would refuse it.
     Check {
         file: PathBuf,
-        /// Where compiled components are kept (the service's `plugins.cacheDir`).
-        #[arg(
-            long,
-            env = "REPLICATOR_PLUGIN_CACHE",
-            default_value = "./replicator-data/plugin-cache"
-        )]
-        cache_dir: PathBuf,
+        #[command(flatten)]
+        cache: PluginCache,
     },
     /// Compile a component into the cache so the service starts it without compiling.
     Compile {
         file: PathBuf,
-        /// Where compiled components are kept (the service's `plugins.cacheDir`).
-        #[arg(
-            long,
-            env = "REPLICATOR_PLUGIN_CACHE",
-            default_value = "./replicator-data/plugin-cache"
-        )]
-        cache_dir: PathBuf,
+        #[command(flatten)]
+        cache: PluginCache,
     },
+}
+
+#[derive(Args)]
+struct PluginCache {
+    /// Where compiled components are kept (the service's `plugins.cacheDir`).
+    #[arg(
+        long,
+        env = "REPLICATOR_PLUGIN_CACHE",
+        default_value = "./replicator-data/plugin-cache"
+    )]
+    cache_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -401,8 +402,8 @@ fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
     let mut config = crate::config::PluginsConfig::default();
     let denied = Default::default();
     match action {
-        PluginAction::Check { file, cache_dir } => {
-            config.cache_dir = cache_dir;
+        PluginAction::Check { file, cache } => {
+            config.cache_dir = cache.cache_dir;
             let runtime = crate::plugins::Runtime::new(config, denied)?;
             let report = crate::plugins::check::inspect(&runtime, &file)?;
             match report.world {
@@ -440,8 +441,8 @@ fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        PluginAction::Compile { file, cache_dir } => {
-            config.cache_dir = cache_dir;
+        PluginAction::Compile { file, cache } => {
+            config.cache_dir = cache.cache_dir;
             let runtime = crate::plugins::Runtime::new(config, denied)?;
             let started = std::time::Instant::now();
             let artifact = runtime.precompile(&file)?;

@@ -110,46 +110,40 @@ impl Database {
                     .map_err(S3dbError::Record);
             }
         }
-        let _one = self.schema_change.lock().await;
-        let locked = self.lock().await?;
-        let result = async {
-            // Re-read under the lock: another writer may have changed the schema.
-            self.reload().await?;
-            let mut catalog = self.catalog.read().expect("catalog lock").clone();
-            let fields = missing(&catalog);
-            if catalog.extend(name, &fields, behavior) {
-                let body = serde_json::to_vec_pretty(&catalog.0).expect("JSON serializes");
-                self.store
-                    .put(
-                        &self.conn.key(CATALOG),
-                        &body,
-                        &BTreeMap::new(),
-                        Some("application/json"),
-                        false,
-                    )
-                    .await?;
-                *self.catalog.write().expect("catalog lock") = catalog;
-            }
-            self.resource(name)
-                .expect("just ensured")
-                .map_err(S3dbError::Record)
-        }
-        .await;
-        if locked {
-            let _ = self.store.delete(&self.conn.key(LOCK)).await;
-        }
-        result
+        self.change_catalog(|catalog| {
+            let fields = missing(catalog);
+            catalog.extend(name, &fields, behavior)
+        })
+        .await?;
+        self.resource(name)
+            .expect("just ensured")
+            .map_err(S3dbError::Record)
     }
 
     /// Adds a complete resource entry to `s3db.json` unless a resource of that name exists.
     pub async fn define(&self, name: &str, entry: Value) -> Result<(), S3dbError> {
+        self.change_catalog(|catalog| {
+            let absent = catalog.0["resources"].get(name).is_none();
+            if absent {
+                catalog.0["resources"][name] = entry;
+            }
+            absent
+        })
+        .await
+    }
+
+    /// Changes `s3db.json` under s3db.js's lock, on a copy read again under it (another writer
+    /// may have changed the file), and saves it when `change` says it changed something.
+    async fn change_catalog(
+        &self,
+        change: impl FnOnce(&mut Catalog) -> bool,
+    ) -> Result<(), S3dbError> {
         let _one = self.schema_change.lock().await;
         let locked = self.lock().await?;
         let result = async {
             self.reload().await?;
             let mut catalog = self.catalog.read().expect("catalog lock").clone();
-            if catalog.0["resources"].get(name).is_none() {
-                catalog.0["resources"][name] = entry;
+            if change(&mut catalog) {
                 self.save(&catalog).await?;
             }
             Ok(())
