@@ -156,31 +156,8 @@ async fn main() {
         ))
         .await;
         let total = 200_000u64;
-        let http = reqwest::Client::new();
         let start = Instant::now();
-        let url = host.url("/v1/events");
-        let posts: Vec<_> = (0..8u64)
-            .map(|c| {
-                let (http, url) = (http.clone(), url.clone());
-                tokio::spawn(async move {
-                    let mut i = c * 100;
-                    while i < total {
-                        let r = http
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body("users", i, 100))
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(r.status(), 202);
-                        i += 800;
-                    }
-                })
-            })
-            .collect();
-        for p in posts {
-            p.await.unwrap();
-        }
+        post_all(&host, total, 100, 8).await;
         let posted = start.elapsed();
         host.drained("pg").await;
         let elapsed = start.elapsed();
@@ -384,32 +361,9 @@ async fn main() {
             "replicators:\n  - id: down\n    driver: webhook\n    resources: [users]\n    config:\n      url: http://127.0.0.1:{port}/hook\n"
         ))
         .await;
-        let http = reqwest::Client::new();
-        let url = host.url("/v1/events");
         let total = 1_000_000u64;
         let start = Instant::now();
-        let posts: Vec<_> = (0..4u64)
-            .map(|c| {
-                let (http, url) = (http.clone(), url.clone());
-                tokio::spawn(async move {
-                    let mut i = c * 1000;
-                    while i < total {
-                        let r = http
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body("users", i, 1000))
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(r.status(), 202);
-                        i += 4000;
-                    }
-                })
-            })
-            .collect();
-        for p in posts {
-            p.await.unwrap();
-        }
+        post_all(&host, total, 1000, 4).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let status = host.replicator("down").await;
         let pid = host.pid().unwrap();
