@@ -1,6 +1,6 @@
 // Runs built transform components under Node, without the replicator host: jco transpiles each
-// component to JS + core wasm (into .component-run/, gitignored), the host's `log` import is
-// served by test/log-shim.mjs, and every case of ../transform-cases.json is run against the
+// component to JS + core wasm (into .component-run/, gitignored), the host's `log` and `digest`
+// imports are served by test/log-shim.mjs and test/digest-shim.mjs, and every case of ../transform-cases.json is run against the
 // component's `batch-transform` (or `record-transform`) export.
 //   node run-component.mjs [FILE.wasm ...]    (default: ../dist/js-transform.wasm ../dist/python-transform.wasm)
 // Exits 1 when a case fails. Checks the component's behaviour, not the host's limits.
@@ -31,7 +31,10 @@ for (const file of files) {
   const outDir = join(here, '.component-run', name);
   const started = Date.now();
   await rm(outDir, { recursive: true, force: true });
-  const map = { 'replicator:plugin/log@0.1.0': pathToFileURL(join(here, 'test/log-shim.mjs')).href };
+  const map = {
+    'replicator:plugin/log@0.1.0': pathToFileURL(join(here, 'test/log-shim.mjs')).href,
+    'replicator:plugin/digest@0.1.0': pathToFileURL(join(here, 'test/digest-shim.mjs')).href,
+  };
   const { files: out, imports } = await transpile(await readFile(file), { name, map });
   for (const [path, bytes] of Object.entries(out)) {
     await mkdir(dirname(join(outDir, path)), { recursive: true });
@@ -62,7 +65,7 @@ for (const file of files) {
   }
   console.error(
     `${name} (${world}): ${cases.length} cases + 1 batch in ${Date.now() - loaded} ms (transpile + load ${loaded - started} ms)` +
-      (extra.length ? `; imports besides log: ${extra.join(', ')}` : '; imports only log') +
+      (extra.length ? `; imports besides log and digest: ${extra.join(', ')}` : '; imports only log and digest') +
       `; ${messages.length} log calls (${[...new Set(messages.map(([l]) => l))].join(', ')})`,
   );
 }

@@ -27,7 +27,7 @@
 // A `result` export returns its `ok` value normally; its `err` value is the `payload` property of
 // whatever is thrown (an Error thrown without `payload` traps the instance instead).
 import { log } from 'replicator:plugin/log@0.1.0';
-import { sha256Hex } from './sha256.js';
+import { hash } from 'replicator:plugin/digest@0.1.0';
 
 const DEFAULTS = Object.freeze({
   strip: Object.freeze(['password', 'ssn', 'creditCard']),
@@ -143,7 +143,10 @@ export function shape(c, obj) {
     const last = part('lastName');
     if (first !== undefined && last !== undefined) obj.fullName = `${first} ${last}`;
   }
-  if (c.hashEmail && typeof obj.email === 'string') obj.emailHash = sha256Hex(normalizeEmail(obj.email));
+  // The host hashes at native speed; SHA-256 in interpreted JavaScript costs about 120 µs.
+  if (c.hashEmail && typeof obj.email === 'string') {
+    obj.emailHash = hash('sha256', encoder.encode(normalizeEmail(obj.email)));
+  }
   for (const field of c.strip) delete obj[field];
   for (const [k, v] of Object.entries(c.addFields)) obj[k] = v;
   return obj;
@@ -151,16 +154,18 @@ export function shape(c, obj) {
 
 const failed = (tag, code, message) => ({ tag: 'failed', val: { tag, val: { code, message } } });
 
+const KEEP = Object.freeze({ tag: 'keep' });
+
 /** One event -> one outcome (a variant of transform-types). */
 export function transformOne(c, event) {
-  if (event.action === 'delete' || event.data === undefined) return { tag: 'keep', val: event };
+  if (event.action === 'delete' || event.data === undefined) return KEEP;
   let data;
   try {
     data = parseJson(event.data);
   } catch (e) {
     return failed('invalid-record', 'invalid-json', `data is not valid JSON: ${e.message}`);
   }
-  if (!isObject(data)) return { tag: 'keep', val: event };
+  if (!isObject(data)) return KEEP;
 
   if (data.failMe === true) return failed('invalid-record', 'fail-me', 'record asked to fail');
   if (c.skipSoftDeleted && ((has(data, 'deletedAt') && data.deletedAt !== null) || data.deleted === true)) {
@@ -173,11 +178,11 @@ export function transformOne(c, event) {
 
   shape(c, data);
 
-  let before = event.before;
-  if (before !== undefined) {
+  let before; // undefined: unchanged
+  if (event.before !== undefined) {
     let b;
     try {
-      b = parseJson(before);
+      b = parseJson(event.before);
     } catch (e) {
       return failed('invalid-record', 'invalid-json', `before is not valid JSON: ${e.message}`);
     }
@@ -185,11 +190,13 @@ export function transformOne(c, event) {
   }
 
   const n = data.fanOut;
-  const out = { ...event, data: encoder.encode(JSON.stringify(data)), before };
+  const documents = { data: encoder.encode(JSON.stringify(data)), before };
   if (Number.isInteger(n) && n >= 1 && n <= 10) {
+    const out = { ...event, data: documents.data, before: before ?? event.before };
     return { tag: 'many', val: Array.from({ length: n }, (_, i) => ({ ...out, id: `${event.id}-${i}` })) };
   }
-  return { tag: 'keep', val: out };
+  // Only the changed documents cross back to the host: much cheaper than a whole event.
+  return { tag: 'update', val: documents };
 }
 
 export const batchTransform = {

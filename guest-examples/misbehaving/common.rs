@@ -9,7 +9,7 @@ wit_bindgen::generate!({
 
 use exports::replicator::plugin::batch_transform::Guest;
 #[allow(unused_imports)]
-use replicator::plugin::transform_types::{Outcome, TransformError};
+use replicator::plugin::transform_types::{Documents, Outcome, TransformError};
 #[allow(unused_imports)]
 use replicator::plugin::types::{ErrorInfo, Event};
 #[allow(unused_imports)]
@@ -32,7 +32,7 @@ impl Guest for Misbehaving {
                     .and_then(|d| serde_json::from_slice::<Value>(d).ok());
                 match data {
                     Some(Value::Object(obj)) => misbehave(event, obj),
-                    _ => Outcome::Keep(event),
+                    _ => Outcome::Keep,
                 }
             })
             .collect()

@@ -25,7 +25,7 @@ componentize-py mapping used here: the bindings package is `wit_world`; the inte
 `wit_world.exports.BatchTransform` (methods `init`, `transform_batch`; the runtime makes the
 instance, so state lives at module level); `json` (list<u8>) is `bytes`; option<T> is
 `Optional[T]`; u64 is `int`; enums are `Enum`s (`types.Action.DELETE`); variant cases are
-dataclasses (`transform_types.Outcome_Keep(event)`, `Outcome_Skip()`,
+dataclasses (`transform_types.Outcome_Keep()`, `Outcome_Update(Documents(data, before))`, `Outcome_Skip()`,
 `Outcome_Failed(TransformError_InvalidRecord(ErrorInfo(code, message)))`); a `result` error is
 raised as `componentize_py_types.Err(value)`.
 """
@@ -42,11 +42,13 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import log, transform_types, types
 from wit_world.imports.transform_types import (
+    Documents,
     Outcome,
     Outcome_Failed,
     Outcome_Keep,
     Outcome_Many,
     Outcome_Skip,
+    Outcome_Update,
 )
 
 
@@ -72,18 +74,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads/json.dumps with options build a new decoder or encoder on every call,
+# which is a good part of the cost of a small record in the interpreter.
+# NaN/Infinity are not JSON: refuse them as serde_json and JSON.parse do.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _parse_json(raw: bytes) -> Any:
     """UTF-8 JSON bytes -> value; raises ValueError on invalid UTF-8 or JSON."""
     try:
-        text = bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("invalid UTF-8") from None
-    # NaN/Infinity are not JSON: refuse them as serde_json and JSON.parse do.
-    return json.loads(text, parse_constant=_reject_constant)
+    return _DECODER.decode(text)
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_dump = _ENCODER.encode
 
 
 # Unicode White_Space: what Rust's str::trim removes (Python's str.strip() differs slightly: it
@@ -163,17 +170,20 @@ def _failed(case: type, code: str, message: str) -> Outcome:
     return Outcome_Failed(case(types.ErrorInfo(code, message)))
 
 
+_KEEP = Outcome_Keep()
+
+
 def transform_one(c: Config, event: types.Event) -> Outcome:
     """One event -> one outcome (a variant of transform-types)."""
     if event.action == types.Action.DELETE or event.data is None:
-        return Outcome_Keep(event)
+        return _KEEP
     invalid = transform_types.TransformError_InvalidRecord
     try:
         data = _parse_json(event.data)
     except ValueError as e:
         return _failed(invalid, "invalid-json", f"data is not valid JSON: {e}")
     if not isinstance(data, dict):
-        return Outcome_Keep(event)
+        return _KEEP
 
     if data.get("failMe") is True:
         return _failed(invalid, "fail-me", "record asked to fail")
@@ -185,20 +195,22 @@ def transform_one(c: Config, event: types.Event) -> Outcome:
 
     shape(c, data)
 
-    before = event.before
-    if before is not None:
+    before = None  # None: unchanged
+    if event.before is not None:
         try:
-            b = _parse_json(before)
+            b = _parse_json(event.before)
         except ValueError as e:
             return _failed(invalid, "invalid-json", f"before is not valid JSON: {e}")
         if isinstance(b, dict):
             before = _dump(shape(c, b)).encode("utf-8")
 
-    out = dataclasses.replace(event, data=_dump(data).encode("utf-8"), before=before)
+    new_data = _dump(data).encode("utf-8")
     n = data.get("fanOut")
     if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10:
+        out = dataclasses.replace(event, data=new_data, before=event.before if before is None else before)
         return Outcome_Many([dataclasses.replace(out, id=f"{event.id}-{i}") for i in range(n)])
-    return Outcome_Keep(out)
+    # Only the changed documents cross back to the host: cheaper than a whole event.
+    return Outcome_Update(Documents(new_data, before))
 
 
 class BatchTransform(exports.BatchTransform):

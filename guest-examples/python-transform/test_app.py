@@ -155,18 +155,17 @@ class SharedCases(unittest.TestCase):
                 kept_fields(e)
                 self.assertEqual(json.loads(e.data), x["data"])
             return
-        self.assertIsInstance(o, O.Outcome_Keep)
-        out = o.value
-        kept_fields(out)
-        self.assertEqual(out.id, given.id)
         if x.get("unchanged"):
-            self.assertEqual((out.data, out.before), (given.data, given.before))
+            self.assertIsInstance(o, O.Outcome_Keep)
             return
-        self.assertEqual(json.loads(out.data.decode("utf-8")), x["data"])
+        # A changed record comes back as its new documents only; `before` None: unchanged.
+        self.assertIsInstance(o, O.Outcome_Update)
+        self.assertEqual(json.loads(o.value.data.decode("utf-8")), x["data"])
+        before = o.value.before if o.value.before is not None else given.before
         if "before" in x:
-            self.assertEqual(json.loads(out.before.decode("utf-8")), x["before"])
+            self.assertEqual(json.loads(before.decode("utf-8")), x["before"])
         else:
-            self.assertEqual(out.before, given.before)
+            self.assertEqual(before, given.before)
 
 
 class Details(unittest.TestCase):
@@ -193,7 +192,7 @@ class Details(unittest.TestCase):
 
     def test_fan_out_is_integer_only(self) -> None:
         [o] = app.BatchTransform().transform_batch([_event_of(b'{"fanOut": 2.0}')])
-        self.assertIsInstance(o, O.Outcome_Keep)  # as serde_json's as_u64 (JavaScript cannot tell 2.0 from 2)
+        self.assertIsInstance(o, O.Outcome_Update)  # no fan-out, as serde_json's as_u64 (JavaScript cannot tell 2.0 from 2)
 
     def test_empty_batch(self) -> None:
         self.assertEqual(app.BatchTransform().transform_batch([]), [])
@@ -216,7 +215,7 @@ class Details(unittest.TestCase):
         self.assertIsInstance(outcomes[0], O.Outcome_Failed)
         self.assertIsInstance(outcomes[0].value, transform_types.TransformError_Other)
         self.assertEqual(outcomes[0].value.value.code, "internal")
-        self.assertIsInstance(outcomes[1], O.Outcome_Keep)
+        self.assertIsInstance(outcomes[1], O.Outcome_Update)
 
 
 if __name__ == "__main__":

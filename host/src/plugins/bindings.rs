@@ -1,5 +1,5 @@
 //! Host bindings of `wit/plugin.wit`, one module per world; the shared interfaces (`types`,
-//! `log`, `transform-types`) are generated once and reused by the others.
+//! `log`, `digest`, `transform-types`) are generated once and reused by the others.
 
 pub mod batch {
     wasmtime::component::bindgen!({
@@ -19,6 +19,7 @@ pub mod record {
         with: {
             "replicator:plugin/types": super::batch::replicator::plugin::types,
             "replicator:plugin/log": super::batch::replicator::plugin::log,
+            "replicator:plugin/digest": super::batch::replicator::plugin::digest,
             "replicator:plugin/transform-types": super::batch::replicator::plugin::transform_types,
         },
     });
@@ -33,10 +34,12 @@ pub mod driver {
         with: {
             "replicator:plugin/types": super::batch::replicator::plugin::types,
             "replicator:plugin/log": super::batch::replicator::plugin::log,
+            "replicator:plugin/digest": super::batch::replicator::plugin::digest,
         },
     });
 }
 
+pub use batch::replicator::plugin::digest::Algorithm;
 pub use batch::replicator::plugin::log::Level;
-pub use batch::replicator::plugin::transform_types::{Outcome, TransformError};
+pub use batch::replicator::plugin::transform_types::{Documents, Outcome, TransformError};
 pub use batch::replicator::plugin::types::{Action, ErrorInfo, Event};

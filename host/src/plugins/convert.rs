@@ -1,6 +1,6 @@
 //! The event envelope <-> the WIT `event` record (documents as JSON bytes).
 
-use super::bindings::{Action, Event as WitEvent};
+use super::bindings::{Action, Documents, Event as WitEvent};
 use crate::event::{Action as HostAction, Event, StoredEvent};
 
 fn json(v: &Option<serde_json::Value>) -> Option<Vec<u8>> {
@@ -58,6 +58,34 @@ pub fn from_wit(w: WitEvent, input: &StoredEvent) -> Result<StoredEvent, String>
             timestamp: w.timestamp,
             source: w.source,
             metadata: parse("metadata", w.metadata)?,
+        },
+    })
+}
+
+/// The input event with the documents a plugin changed (`update`): the envelope is the input's.
+pub fn with_documents(input: &StoredEvent, documents: Documents) -> Result<StoredEvent, String> {
+    let ev = &input.event;
+    let data = match documents.data {
+        Some(bytes) => parse("data", Some(bytes))?,
+        None => ev.data.clone(),
+    };
+    let before = match documents.before {
+        Some(bytes) => parse("before", Some(bytes))?,
+        None => ev.before.clone(),
+    };
+    Ok(StoredEvent {
+        sequence: input.sequence,
+        received_at_ms: input.received_at_ms,
+        backfill: input.backfill.clone(),
+        event: Event {
+            resource: ev.resource.clone(),
+            action: ev.action,
+            id: ev.id.clone(),
+            data,
+            before,
+            timestamp: ev.timestamp.clone(),
+            source: ev.source.clone(),
+            metadata: ev.metadata.clone(),
         },
     })
 }

@@ -5,6 +5,7 @@
 mod bindings;
 pub mod check;
 mod convert;
+mod digest;
 pub mod driver;
 pub mod egress;
 pub mod runtime;

@@ -220,12 +220,17 @@ impl Runtime {
     }
 
     /// A linker with deny-by-default WASI (no files, no sockets, no environment) and the log
-    /// import; drivers also get `wasi:http` (through the allow-list) and `state`.
+    /// and digest imports; drivers also get `wasi:http` (through the allow-list) and `state`.
     pub fn linker(&self, driver: bool) -> Result<Linker<Host>, PluginError> {
         let mut linker = Linker::new(&self.engine);
         let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         super::bindings::batch::replicator::plugin::log::add_to_linker::<
+            Host,
+            wasmtime::component::HasSelf<Host>,
+        >(&mut linker, |h| h)
+        .map_err(err)?;
+        super::bindings::batch::replicator::plugin::digest::add_to_linker::<
             Host,
             wasmtime::component::HasSelf<Host>,
         >(&mut linker, |h| h)

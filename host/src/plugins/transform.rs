@@ -196,16 +196,12 @@ impl Transform {
                 for e in events {
                     let e = e.borrow();
                     self.runtime.arm(store, budget);
-                    let result = r
+                    let outcome = r
                         .replicator_plugin_record_transform()
                         .call_transform(&mut *store, &convert::to_wit(e))
                         .await
                         .map_err(trap)?;
-                    out.push(match result {
-                        Ok(Some(ev)) => self.outcome(Outcome::Keep(ev), e),
-                        Ok(None) => TransformOutcome::Emit(Vec::new()),
-                        Err(err) => TransformOutcome::Failed(error_text(&err)),
-                    });
+                    out.push(self.outcome(outcome, e));
                 }
                 Ok(out)
             }
@@ -214,16 +210,18 @@ impl Transform {
 
     fn outcome(&self, o: Outcome, input: &StoredEvent) -> TransformOutcome {
         let events = match o {
-            Outcome::Keep(e) => vec![e],
-            Outcome::Skip => vec![],
-            Outcome::Many(list) => list,
+            Outcome::Keep => Ok(vec![input.clone()]),
+            Outcome::Update(documents) => {
+                convert::with_documents(input, documents).map(|e| vec![e])
+            }
+            Outcome::Skip => Ok(vec![]),
+            Outcome::Many(list) => list
+                .into_iter()
+                .map(|e| convert::from_wit(e, input))
+                .collect::<Result<Vec<_>, _>>(),
             Outcome::Failed(err) => return TransformOutcome::Failed(error_text(&err)),
         };
-        match events
-            .into_iter()
-            .map(|e| convert::from_wit(e, input))
-            .collect::<Result<Vec<_>, _>>()
-        {
+        match events {
             Ok(list) => TransformOutcome::Emit(list),
             Err(e) => TransformOutcome::Failed(format!("plugin {} returned {e}", self.name)),
         }

@@ -3,7 +3,7 @@
 
 include!("../../common.rs");
 
-fn misbehave(event: Event, data: Map<String, Value>) -> Outcome {
+fn misbehave(_event: Event, data: Map<String, Value>) -> Outcome {
     if data.get("alloc") == Some(&Value::Bool(true)) {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
@@ -12,5 +12,5 @@ fn misbehave(event: Event, data: Map<String, Value>) -> Outcome {
             hoard.push(std::hint::black_box(chunk));
         }
     }
-    Outcome::Keep(event)
+    Outcome::Keep
 }

@@ -3,7 +3,7 @@
 
 include!("../../common.rs");
 
-fn misbehave(event: Event, data: Map<String, Value>) -> Outcome {
+fn misbehave(_event: Event, data: Map<String, Value>) -> Outcome {
     if data.get("loop") == Some(&Value::Bool(true)) {
         let mut n: u64 = 0;
         loop {
@@ -11,5 +11,5 @@ fn misbehave(event: Event, data: Map<String, Value>) -> Outcome {
             n = std::hint::black_box(n.wrapping_add(1));
         }
     }
-    Outcome::Keep(event)
+    Outcome::Keep
 }

@@ -7,5 +7,5 @@ fn misbehave(event: Event, data: Map<String, Value>) -> Outcome {
     if data.get("panic") == Some(&Value::Bool(true)) {
         panic!("record {} asked to panic", event.id);
     }
-    Outcome::Keep(event)
+    Outcome::Keep
 }

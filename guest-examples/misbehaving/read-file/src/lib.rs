@@ -5,9 +5,9 @@
 
 include!("../../common.rs");
 
-fn misbehave(mut event: Event, mut data: Map<String, Value>) -> Outcome {
+fn misbehave(_event: Event, mut data: Map<String, Value>) -> Outcome {
     if data.get("escape") != Some(&Value::Bool(true)) {
-        return Outcome::Keep(event);
+        return Outcome::Keep;
     }
     let mut escaped = Vec::new();
     let mut errors = Vec::new();
@@ -30,6 +30,8 @@ fn misbehave(mut event: Event, mut data: Map<String, Value>) -> Outcome {
         }));
     }
     data.insert("escaped".into(), Value::String(escaped.join("; ")));
-    event.data = Some(serde_json::to_vec(&data).expect("a JSON value serializes"));
-    Outcome::Keep(event)
+    Outcome::Update(Documents {
+        data: Some(serde_json::to_vec(&data).expect("a JSON value serializes")),
+        before: None,
+    })
 }
