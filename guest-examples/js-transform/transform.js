@@ -124,8 +124,11 @@ export function parseConfig(bytes) {
 
 const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
 
-/** Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`). */
-export function shape(c, obj) {
+/**
+ * Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`). `email`: the
+ * normalized email when the caller has it (used unless a rename may have changed the field).
+ */
+export function shape(c, obj, email) {
   for (const [from, to] of c.rename) {
     if (has(obj, from)) {
       const v = obj[from];
@@ -145,7 +148,8 @@ export function shape(c, obj) {
   }
   // The host hashes at native speed; SHA-256 in interpreted JavaScript costs about 120 µs.
   if (c.hashEmail && typeof obj.email === 'string') {
-    obj.emailHash = hash('sha256', encoder.encode(normalizeEmail(obj.email)));
+    const normalized = email !== undefined && c.rename.length === 0 ? email : normalizeEmail(obj.email);
+    obj.emailHash = hash('sha256', encoder.encode(normalized));
   }
   for (const field of c.strip) delete obj[field];
   for (const [k, v] of Object.entries(c.addFields)) obj[k] = v;
@@ -171,12 +175,12 @@ export function transformOne(c, event) {
   if (c.skipSoftDeleted && ((has(data, 'deletedAt') && data.deletedAt !== null) || data.deleted === true)) {
     return { tag: 'skip' };
   }
-  if (c.skipEmailDomain && typeof data.email === 'string'
-      && normalizeEmail(data.email).endsWith(c.skipEmailDomain)) {
+  const email = typeof data.email === 'string' ? normalizeEmail(data.email) : undefined;
+  if (c.skipEmailDomain && email !== undefined && email.endsWith(c.skipEmailDomain)) {
     return { tag: 'skip' };
   }
 
-  shape(c, data);
+  shape(c, data, email);
 
   let before; // undefined: unchanged
   if (event.before !== undefined) {

@@ -143,8 +143,10 @@ def parse_config(raw: bytes) -> Config:
     return Config(**c)
 
 
-def shape(c: Config, obj: dict[str, Any]) -> dict[str, Any]:
-    """Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`)."""
+def shape(c: Config, obj: dict[str, Any], email_normalized: str | None = None) -> dict[str, Any]:
+    """Steps 4-8: the field changes shared by `data` and `before` (mutates `obj`).
+    `email_normalized`: the normalized email when the caller has it (used unless a rename may
+    have changed the field)."""
     for old, new in c.rename:
         if old in obj:
             obj[new] = obj.pop(old)
@@ -159,7 +161,9 @@ def shape(c: Config, obj: dict[str, Any]) -> dict[str, Any]:
             obj["fullName"] = f"{first} {last}"
     email = obj.get("email")
     if c.hash_email and isinstance(email, str):
-        obj["emailHash"] = hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()
+        if email_normalized is None or c.rename:
+            email_normalized = normalize_email(email)
+        obj["emailHash"] = hashlib.sha256(email_normalized.encode("utf-8")).hexdigest()
     for field in c.strip:
         obj.pop(field, None)
     obj.update(c.add_fields)
@@ -190,10 +194,11 @@ def transform_one(c: Config, event: types.Event) -> Outcome:
     if c.skip_soft_deleted and (data.get("deletedAt") is not None or data.get("deleted") is True):
         return Outcome_Skip()
     email = data.get("email")
-    if c.skip_email_domain and isinstance(email, str) and normalize_email(email).endswith(c.skip_email_domain):
+    email = normalize_email(email) if isinstance(email, str) else None
+    if c.skip_email_domain and email is not None and email.endswith(c.skip_email_domain):
         return Outcome_Skip()
 
-    shape(c, data)
+    shape(c, data, email)
 
     before = None  # None: unchanged
     if event.before is not None:
