@@ -182,10 +182,10 @@ pub fn apply(c: &Config, data: &[u8], before: Option<&[u8]>) -> Verdict {
         return Verdict::Skip;
     }
     let email = normalized_email(&data);
-    if let (Some(domain), Some(email)) = (&c.skip_email_domain, &email) {
-        if email.ends_with(domain.as_str()) {
-            return Verdict::Skip;
-        }
+    if let (Some(domain), Some(email)) = (&c.skip_email_domain, &email)
+        && email.ends_with(domain.as_str())
+    {
+        return Verdict::Skip;
     }
 
     shape(c, &mut data, email.as_deref());
