@@ -35,8 +35,9 @@ pub struct Report {
 
 /// Interfaces every plugin may import. WASI is linked deny-by-default: no preopened
 /// directories, no sockets, no environment; toolchains import these even when unused.
-const ALWAYS: [&str; 8] = [
+const ALWAYS: [&str; 9] = [
     "replicator:plugin/log",
+    "replicator:plugin/digest",
     "replicator:plugin/types",
     "replicator:plugin/transform-types",
     "wasi:cli/",
