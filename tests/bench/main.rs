@@ -351,11 +351,10 @@ async fn main() {
                 );
             }
         }
-        let median = |v: &mut Vec<f64>| {
+        for v in &mut rates {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (without, with) = (median(&mut rates[0]), median(&mut rates[1]));
+        }
+        let (without, with) = (percentile(&rates[0], 0.5), percentile(&rates[1], 0.5));
         println!(
             "medians: {without:.0} rows/s without, {with:.0} with; a Wasm transform in the path costs {:.1}% of end-to-end throughput",
             (1.0 - with / without) * 100.0
