@@ -30,8 +30,7 @@ DATA=$D/data
 PIDFILE=$RUN/postgres.pid  # copy of the postmaster pid (truth: $DATA/postmaster.pid)
 LOG=$RUN/postgres.log
 
-log() { printf 'postgres.sh: %s\n' "$*" >&2; }
-die() { log "error: $1"; exit "${2:-1}"; }
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 # Highest installed major version's bin dir, or empty.
 find_bin() {
@@ -58,8 +57,6 @@ is_postgres() {
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     [[ $stat == *"(postgres) "[!ZX]* ]]
 }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Pid of our running postmaster (from its own pid file), or nothing; exit 1 if not running.
 running_pid() {
@@ -106,14 +103,6 @@ make_tls() {
     if [[ $(id -u) == 0 ]]; then chown -R postgres: "$t"; fi
     chmod 755 "$t"
     chmod 644 "$t/ca.pem"
-}
-
-show_log() {
-    if [[ -s $LOG ]]; then
-        log "---- last lines of $LOG ----"
-        tail -n 40 "$LOG" >&2
-        log "----"
-    fi
 }
 
 install_postgres() {
@@ -237,19 +226,4 @@ cmd_stop() {
     fi
 }
 
-cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        log "running: pid $pid, port $(running_port)"
-        return 0
-    fi
-    log "not running"
-    return 1
-}
-
-case ${1:-} in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 64 ;;
-esac
+server_main "$@"

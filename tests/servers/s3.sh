@@ -38,8 +38,7 @@ DATA=$RUN/s3
 PIDFILE=$RUN/s3.pid
 LOG=$RUN/s3.log
 
-log() { printf 's3.sh: %s\n' "$*" >&2; }
-die() { log "error: $1"; exit "${2:-1}"; }
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 # True if $1 is a live (not zombie) s3-test-server process. kill -0 alone is not enough: in
 # containers whose init does not reap, a killed server lingers as a zombie.
@@ -56,8 +55,6 @@ is_alive() {
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     [[ $stat != *") "[ZX]* ]]
 }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Pid of our running server (from the pid file), or nothing; exit 1 if not running.
 running_pid() {
@@ -86,14 +83,6 @@ export AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 export S3_BUCKET=$BUCKET
 EOF
-}
-
-show_log() {
-    if [[ -s $LOG ]]; then
-        log "---- last lines of $LOG ----"
-        tail -n 40 "$LOG" >&2
-        log "----"
-    fi
 }
 
 # Best-effort stop of our server (running or not) and removal of its data.
@@ -171,19 +160,4 @@ cmd_stop() {
     fi
 }
 
-cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        log "running: pid $pid, port $(running_port "$pid")"
-        return 0
-    fi
-    log "not running"
-    return 1
-}
-
-case ${1:-} in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 64 ;;
-esac
+server_main "$@"

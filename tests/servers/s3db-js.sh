@@ -16,8 +16,7 @@ ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 JS=$ROOT/tests/js
 STAMP=$JS/node_modules/.replicator-install.sha256
 
-log() { printf 's3db-js.sh: %s\n' "$*" >&2; }
-die() { log "error: $1"; exit "${2:-1}"; }
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 cmd_install() {
     local t0 want
