@@ -1,5 +1,6 @@
 //! kill -9 while events stream in: every event that got a 202 reaches PostgreSQL and the
-//! webhook, and PostgreSQL ends in exactly the state the events describe, key by key.
+//! webhook, and PostgreSQL ends in exactly the state the events describe, key by key. The
+//! PostgreSQL route goes through a Wasm transform, so its outputs are held to the same promise.
 
 use replicator_tests::*;
 use serde_json::{Value, json};
@@ -74,7 +75,14 @@ async fn every_acknowledged_event_survives_kill_9() {
     let rx = Receiver::start().await;
     let config = format!(
         "replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
-        pg.replicator("pg", "[items]", ""),
+        pg.replicator(
+            "pg",
+            &format!(
+                "{{items: {{transform: {{component: \"{}\", config: {{addFields: {{via: wasm}}}}}}}}}}",
+                guest("rust-transform").display()
+            ),
+            ""
+        ),
         rx.url("/hook")
     );
     let mut host = Host::start(&config).await;
@@ -147,7 +155,7 @@ async fn every_acknowledged_event_survives_kill_9() {
         );
     }
 
-    // PostgreSQL holds exactly the last state of every key.
+    // PostgreSQL holds exactly the last state of every key, each row as the transform made it.
     let expected: BTreeMap<String, Option<i64>> = ledger
         .last
         .iter()
@@ -163,6 +171,7 @@ async fn every_acknowledged_event_survives_kill_9() {
         .await
         .into_iter()
         .map(|r| {
+            assert_eq!(r["via"], "wasm", "a row that skipped the transform: {r}");
             (
                 r["id"].as_str().unwrap().to_string(),
                 Some(r["n"].as_f64().unwrap() as i64),

@@ -62,11 +62,27 @@ impl Item {
     }
 }
 
-/// An event on its way to one route (the original, or what the route's transform made of it).
-type RoutedEvent = (usize, Arc<StoredEvent>);
-
 /// Events per call into a transform.
 const TRANSFORM_BATCH: usize = 100;
+
+/// A read's events through each transformed route: the route, its transform, its inputs.
+type TransformWork = Vec<(usize, Arc<Transform>, Vec<Arc<StoredEvent>>)>;
+
+/// Per route, each input with what its transform made of it, in journal order.
+type Transformed = Vec<(usize, Vec<(Arc<StoredEvent>, TransformOutcome)>)>;
+
+/// Runs a read through its routes' transforms, `TRANSFORM_BATCH` events per call.
+async fn transform_stage(work: TransformWork) -> Transformed {
+    let mut done = Vec::with_capacity(work.len());
+    for (route, transform, inputs) in work {
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(TRANSFORM_BATCH) {
+            outcomes.extend(transform.apply(chunk).await);
+        }
+        done.push((route, inputs.into_iter().zip(outcomes).collect()));
+    }
+    done
+}
 
 /// What became of one item after a delivery attempt.
 enum Fate {
@@ -106,6 +122,8 @@ pub struct Worker {
     delayed: DelayQueue<u64>,
     forced: VecDeque<Vec<(u64, Item)>>,
     in_flight: JoinSet<Flight>,
+    /// The read going through the transforms (at most one, so outputs keep journal order).
+    transforming: JoinSet<Transformed>,
     /// Unfinished events: sequence -> (deliveries left, accepted at ms).
     pending: BTreeMap<u64, (u32, i64)>,
     buffered: usize,
@@ -165,6 +183,7 @@ impl Worker {
             delayed: DelayQueue::new(),
             forced: VecDeque::new(),
             in_flight: JoinSet::new(),
+            transforming: JoinSet::new(),
             pending: BTreeMap::new(),
             buffered: 0,
             read_pos: cursor + 1,
@@ -201,6 +220,15 @@ impl Worker {
                         Err(e) => tracing::error!(replicator = %self.shared.id, error = %e, "delivery task failed"),
                     }
                 }
+                Some(joined) = self.transforming.join_next(), if !self.transforming.is_empty() => {
+                    match joined {
+                        Ok(done) => self.land_transformed(done).await,
+                        Err(e) if e.is_cancelled() => {}
+                        // Its events keep their places, so the cursor stays before them and a
+                        // restart reads them again.
+                        Err(e) => tracing::error!(replicator = %self.shared.id, error = %e, "transform task failed"),
+                    }
+                }
                 Some(expired) = self.delayed.next(), if !self.delayed.is_empty() => {
                     self.release(expired.into_inner());
                 }
@@ -224,6 +252,7 @@ impl Worker {
             }
         }
         self.in_flight.shutdown().await;
+        self.transforming.shutdown().await;
         self.checkpoint().await;
         self.shared.driver.close().await;
     }
@@ -273,10 +302,15 @@ impl Worker {
         self.ready.push_back(key);
     }
 
-    /// Reads more of the journal while there is room in memory.
+    /// Reads more of the journal while there is room in memory. Events bound for transformed
+    /// routes go to the transform stage (one read at a time, on another thread) while this
+    /// loop keeps delivering; the rest are queued at once.
     async fn fill(&mut self) -> Result<(), crate::journal::JournalError> {
         let s = self.shared.clone();
-        while self.buffered < s.policy.buffer_events && self.read_pos <= s.journal.head() {
+        while self.transforming.is_empty()
+            && self.buffered < s.policy.buffer_events
+            && self.read_pos <= s.journal.head()
+        {
             let room = (s.policy.buffer_events - self.buffered).min(2048);
             let events = s.journal.read(self.read_pos, room).await?;
             let Some(last) = events.last().map(|e| e.sequence) else {
@@ -284,10 +318,7 @@ impl Worker {
                 self.read_pos = s.journal.head() + 1;
                 break;
             };
-            // Route every event; events bound for a transformed route wait for their batch.
-            let mut deliveries: Vec<(Arc<StoredEvent>, Vec<RoutedEvent>)> =
-                Vec::with_capacity(events.len());
-            let mut to_transform: HashMap<usize, Vec<usize>> = HashMap::new();
+            let mut to_transform: BTreeMap<usize, Vec<Arc<StoredEvent>>> = BTreeMap::new();
             for stored in events {
                 let stored = Arc::new(stored);
                 if !self.admit(&stored) {
@@ -297,64 +328,67 @@ impl Worker {
                 if routes.is_empty() {
                     continue;
                 }
-                let mut direct = Vec::with_capacity(routes.len());
+                // A transformed route holds one place until its outputs are known.
+                self.pending.insert(
+                    stored.sequence,
+                    (routes.len() as u32, stored.received_at_ms),
+                );
                 for route in routes {
                     if self.transforms[route].is_some() {
-                        to_transform
-                            .entry(route)
-                            .or_default()
-                            .push(deliveries.len());
+                        to_transform.entry(route).or_default().push(stored.clone());
                     } else {
-                        direct.push((route, stored.clone()));
+                        self.enqueue(Item::new(stored.clone(), route));
                     }
-                }
-                deliveries.push((stored, direct));
-            }
-            for (route, positions) in to_transform {
-                let transform = self.transforms[route].clone().expect("a transformed route");
-                for chunk in positions.chunks(TRANSFORM_BATCH) {
-                    let inputs: Vec<Arc<StoredEvent>> =
-                        chunk.iter().map(|&p| deliveries[p].0.clone()).collect();
-                    let outcomes = transform.apply(&inputs).await;
-                    for (&p, outcome) in chunk.iter().zip(outcomes) {
-                        match outcome {
-                            TransformOutcome::Emit(list) if list.is_empty() => self.count_skipped(),
-                            TransformOutcome::Emit(list) => {
-                                deliveries[p]
-                                    .1
-                                    .extend(list.into_iter().map(|e| (route, Arc::new(e))));
-                            }
-                            TransformOutcome::Failed(reason) => {
-                                let item = Item::new(deliveries[p].0.clone(), route);
-                                while dead_letter(
-                                    &s,
-                                    &item,
-                                    &DeliveryError::permanent(reason.clone()),
-                                    false,
-                                )
-                                .await
-                                .is_err()
-                                {
-                                    tokio::time::sleep(s.policy.retry_delay).await;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            for (stored, items) in deliveries {
-                if items.is_empty() {
-                    continue; // skipped or dead-lettered by every route's transform
-                }
-                self.pending
-                    .insert(stored.sequence, (items.len() as u32, stored.received_at_ms));
-                for (route, event) in items {
-                    self.enqueue(Item::new(event, route));
                 }
             }
             self.read_pos = last + 1;
+            if !to_transform.is_empty() {
+                let work: Vec<_> = to_transform
+                    .into_iter()
+                    .map(|(route, inputs)| {
+                        let t = self.transforms[route].clone().expect("a transformed route");
+                        (route, t, inputs)
+                    })
+                    .collect();
+                self.transforming.spawn(transform_stage(work));
+            }
         }
         Ok(())
+    }
+
+    /// Queues what the transform stage made of a read, in journal order per route.
+    async fn land_transformed(&mut self, done: Transformed) {
+        let s = self.shared.clone();
+        for (route, results) in done {
+            for (input, outcome) in results {
+                let outputs = match outcome {
+                    TransformOutcome::Emit(list) => {
+                        if list.is_empty() {
+                            self.count_skipped();
+                        }
+                        list
+                    }
+                    TransformOutcome::Failed(reason) => {
+                        let item = Item::new(input.clone(), route);
+                        let err = DeliveryError::permanent(reason);
+                        while dead_letter(&s, &item, &err, false).await.is_err() {
+                            tokio::time::sleep(s.policy.retry_delay).await;
+                        }
+                        Vec::new()
+                    }
+                };
+                // The route's place becomes its outputs (none: this route is done with it).
+                if let Some(entry) = self.pending.get_mut(&input.sequence) {
+                    entry.0 = entry.0 + outputs.len() as u32 - 1;
+                    if entry.0 == 0 {
+                        self.pending.remove(&input.sequence);
+                    }
+                }
+                for event in outputs {
+                    self.enqueue(Item::new(Arc::new(event), route));
+                }
+            }
+        }
     }
 
     /// The routes that take this event; counts it skipped when its resource is routed but
@@ -604,6 +638,7 @@ impl Worker {
     /// Forgets everything in memory and starts again at `from`.
     async fn rewind(&mut self, from: u64) {
         self.in_flight.shutdown().await;
+        self.transforming.shutdown().await;
         self.queues.clear();
         self.ready.clear();
         self.busy.clear();
