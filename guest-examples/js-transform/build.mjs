@@ -1,5 +1,5 @@
 // Builds transform.js into a WebAssembly component of the world `batch-transformer`.
-//   node build.mjs [OUT.wasm]        (default: ../dist/js-transform.wasm)
+//   [WEVAL_BIN=path/to/weval] node build.mjs [OUT.wasm]   (default: ../dist/js-transform.wasm)
 // Uses the componentize-js API (the `jco componentize` CLI fails on this machine with
 // "failed to get path metadata (os error 44)").
 import { componentize } from '@bytecodealliance/componentize-js';
@@ -18,11 +18,18 @@ const opts = {
   // A transform gets no WASI at all: only the host's `log` import.
   disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
 };
+// With a weval binary, the JavaScript is compiled ahead of time instead of interpreted: about 25%
+// less time per record (../build-js-python.sh --aot finds or installs one).
+if (process.env.WEVAL_BIN) {
+  opts.enableAot = true;
+  opts.wevalBin = process.env.WEVAL_BIN;
+}
 
 const { component, imports } = await componentize(opts);
 await mkdir(dirname(out), { recursive: true });
 await writeFile(out, component);
 console.error(
   `js-transform: ${out} (${(component.length / 1048576).toFixed(1)} MiB, ` +
-    `${((Date.now() - started) / 1000).toFixed(1)} s); imports: ${JSON.stringify(imports)}`,
+    `${((Date.now() - started) / 1000).toFixed(1)} s, ${opts.enableAot ? 'ahead-of-time' : 'interpreted'}); ` +
+    `imports: ${JSON.stringify(imports)}`,
 );

@@ -4,6 +4,10 @@
 //! `cargo bench -p replicator --bench plugins` (needs `guest-examples/build.sh` and
 //! `guest-examples/build-js-python.sh` first). Prints figures.
 
+// The replicator's own allocator, so both sides are measured as the service runs them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use replicator::config::PluginsConfig;
 use replicator::event::{Action, Event, StoredEvent};
 use replicator::plugins::{Runtime, Transform, TransformOutcome};
@@ -46,13 +50,28 @@ fn event(i: u64) -> StoredEvent {
 mod rules;
 
 /// The same work natively, with the conversions the host does around a plugin call: the
-/// document to JSON bytes, the rules (parse, change, serialise), the result parsed back.
+/// document to JSON bytes, the rules (parse, change, serialise), the result parsed back into
+/// a copy of the envelope (as the host builds an `update`'s event: the old document not copied).
 fn native(config: &rules::Config, e: &StoredEvent) -> TransformOutcome {
     let bytes = serde_json::to_vec(e.event.data.as_ref().unwrap()).unwrap();
     match rules::apply(config, &bytes, None) {
         rules::Verdict::Changed { data, .. } => {
-            let mut result = e.clone();
-            result.event.data = Some(serde_json::from_slice(&data).unwrap());
+            let ev = &e.event;
+            let result = StoredEvent {
+                sequence: e.sequence,
+                received_at_ms: e.received_at_ms,
+                backfill: e.backfill.clone(),
+                event: Event {
+                    resource: ev.resource.clone(),
+                    action: ev.action,
+                    id: ev.id.clone(),
+                    data: Some(serde_json::from_slice(&data).unwrap()),
+                    before: ev.before.clone(),
+                    timestamp: ev.timestamp.clone(),
+                    source: ev.source.clone(),
+                    metadata: ev.metadata.clone(),
+                },
+            };
             TransformOutcome::Emit(vec![result])
         }
         other => panic!("the benchmark's records are changed, not {other:?}"),
