@@ -2,7 +2,8 @@
 //! transform done natively; and the cold start of a component from the cache.
 //!
 //! `cargo bench -p replicator --bench plugins` (needs `guest-examples/build.sh` and
-//! `guest-examples/build-js-python.sh` first). Prints figures.
+//! `guest-examples/build-js-python.sh --aot` first; the figures in docs/ are of that build).
+//! Prints figures.
 
 // The replicator's own allocator, so both sides are measured as the service runs them.
 #[global_allocator]

@@ -10,34 +10,26 @@ use super::bindings::Algorithm;
 use super::bindings::batch::replicator::plugin::digest::Host as DigestHost;
 use super::runtime::Host;
 
-/// Lowercase hex, as the interface returns digests.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
+/// The digest of `data` in lowercase hex, as the interface returns it.
 pub fn hash(algorithm: Algorithm, data: &[u8]) -> String {
     match algorithm {
-        Algorithm::Sha256 => hex(&Sha256::digest(data)),
-        Algorithm::Sha384 => hex(&Sha384::digest(data)),
-        Algorithm::Sha512 => hex(&Sha512::digest(data)),
+        Algorithm::Sha256 => format!("{:x}", Sha256::digest(data)),
+        Algorithm::Sha384 => format!("{:x}", Sha384::digest(data)),
+        Algorithm::Sha512 => format!("{:x}", Sha512::digest(data)),
     }
 }
 
+/// The HMAC of `data` under `key`, in lowercase hex.
 pub fn hmac(algorithm: Algorithm, key: &[u8], data: &[u8]) -> String {
-    fn mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> String {
+    fn mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> hmac::digest::Output<M> {
         let mut m = <M as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
         m.update(data);
-        hex(&m.finalize().into_bytes())
+        m.finalize().into_bytes()
     }
     match algorithm {
-        Algorithm::Sha256 => mac::<Hmac<Sha256>>(key, data),
-        Algorithm::Sha384 => mac::<Hmac<Sha384>>(key, data),
-        Algorithm::Sha512 => mac::<Hmac<Sha512>>(key, data),
+        Algorithm::Sha256 => format!("{:x}", mac::<Hmac<Sha256>>(key, data)),
+        Algorithm::Sha384 => format!("{:x}", mac::<Hmac<Sha384>>(key, data)),
+        Algorithm::Sha512 => format!("{:x}", mac::<Hmac<Sha512>>(key, data)),
     }
 }
 
