@@ -55,7 +55,7 @@ mod rules;
 /// a copy of the envelope (as the host builds an `update`'s event: the old document not copied).
 fn native(config: &rules::Config, e: &StoredEvent) -> TransformOutcome {
     let bytes = serde_json::to_vec(e.event.data.as_ref().unwrap()).unwrap();
-    match rules::apply(config, &bytes, None) {
+    match rules::apply(config, &bytes, None, rules::sha256_hex) {
         rules::Verdict::Changed { data, .. } => {
             let ev = &e.event;
             let result = StoredEvent {

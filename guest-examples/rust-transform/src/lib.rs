@@ -7,7 +7,8 @@
 //! 3. `email` ending with `skipEmailDomain` (default `@test.com`, case-insensitive) → skip;
 //! 4. `rename` old → new fields;
 //! 5. `fullName` = `firstName + " " + lastName` when both exist;
-//! 6. `emailHash` = lowercase hex SHA-256 of the email, lowercased and trimmed;
+//! 6. `emailHash` = lowercase hex SHA-256 of the email, lowercased and trimmed (hashed by the
+//!    host through the `digest` import);
 //! 7. remove the `strip` fields (default `password`, `ssn`, `creditCard`);
 //! 8. add the `addFields` (overwriting);
 //! 9. `fanOut: n` (integer 1..=10) → `many` with n copies whose ids are `<id>-0` … `<id>-<n-1>`.
@@ -29,6 +30,7 @@ mod rules;
 static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 use exports::replicator::plugin::batch_transform::Guest;
+use replicator::plugin::digest::{Algorithm, hash};
 use replicator::plugin::log::{Level, log};
 use replicator::plugin::transform_types::{Documents, Outcome, TransformError};
 use replicator::plugin::types::{Action, ErrorInfo, Event};
@@ -37,14 +39,19 @@ use std::sync::Mutex;
 
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 
-fn transform_one(c: &Config, event: Event) -> Outcome {
+/// SHA-256 by the host, at native speed.
+fn host_sha256_hex(s: &str) -> String {
+    hash(Algorithm::Sha256, s.as_bytes())
+}
+
+fn transform_one(c: &Config, event: Event, sha256_hex: rules::Sha256Hex) -> Outcome {
     if matches!(event.action, Action::Delete) {
         return Outcome::Keep;
     }
     let Some(data) = event.data.as_deref() else {
         return Outcome::Keep;
     };
-    match rules::apply(c, data, event.before.as_deref()) {
+    match rules::apply(c, data, event.before.as_deref(), sha256_hex) {
         Verdict::Unchanged => Outcome::Keep,
         Verdict::Skip => Outcome::Skip,
         Verdict::Failed { code, message } => {
@@ -100,7 +107,10 @@ impl Guest for Transform {
         let mut guard = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
         let c = guard.get_or_insert_with(Config::default);
         let n = events.len();
-        let out: Vec<Outcome> = events.into_iter().map(|e| transform_one(c, e)).collect();
+        let out: Vec<Outcome> = events
+            .into_iter()
+            .map(|e| transform_one(c, e, host_sha256_hex))
+            .collect();
         let (mut skipped, mut failed) = (0, 0);
         for o in &out {
             match o {
@@ -150,7 +160,7 @@ mod tests {
 
     fn run(config: &str, data: &str) -> Outcome {
         let c = parse_config(config.as_bytes()).unwrap_or_else(|_| panic!("config {config}"));
-        transform_one(&c, event(Action::Insert, data))
+        transform_one(&c, event(Action::Insert, data), sha256_hex)
     }
 
     #[test]
@@ -208,7 +218,7 @@ mod tests {
         let c = Config::default();
         let raw = r#"{"password":"x","email":"a@test.com"}"#;
         assert!(matches!(
-            transform_one(&c, event(Action::Delete, raw)),
+            transform_one(&c, event(Action::Delete, raw), sha256_hex),
             Outcome::Keep
         ));
     }
@@ -271,5 +281,33 @@ mod tests {
         assert!(matches!(run("{}", r#"{"fanOut":11}"#), Outcome::Update(_)));
         assert!(matches!(run("{}", r#"{"fanOut":0}"#), Outcome::Update(_)));
         assert!(matches!(run("{}", "[1,2]"), Outcome::Keep));
+        // Not an object, and not JSON either: a failure, not a pass-through.
+        match run("{}", "[1,") {
+            Outcome::Failed(TransformError::InvalidRecord(e)) => assert_eq!(e.code, "invalid-json"),
+            _ => panic!("expected failed"),
+        }
+    }
+
+    #[test]
+    fn escaped_field_names_are_decoded() {
+        let d = data_of(&run(
+            "{}",
+            r#"{"pass\u0077ord":"x","a\"b":1,"email":"\u0041@x.io"}"#,
+        ));
+        assert!(d.get("password").is_none());
+        assert_eq!(d["a\"b"], 1);
+        assert_eq!(d["emailHash"], sha256_hex("a@x.io"));
+    }
+
+    #[test]
+    fn a_repeated_field_means_its_last_value() {
+        let raw = r#"{"email":"a@test.com","password":"x","email":"b@x.io","password":"y"}"#;
+        let o = run("{}", raw);
+        let Outcome::Update(d) = &o else {
+            panic!("expected update")
+        };
+        let text = String::from_utf8(d.data.clone().unwrap()).unwrap();
+        assert!(!text.contains("password"), "{text}");
+        assert_eq!(data_of(&o)["emailHash"], sha256_hex("b@x.io"));
     }
 }
