@@ -9,7 +9,7 @@ export INFRA_RUN=${INFRA_RUN:-/tmp/replicator-infra/run}
 cargo build --release -p replicator -p replicator-tests -p s3-test-server --bins
 tests/servers/s3db-js.sh install
 guest-examples/build.sh
-guest-examples/build-js-python.sh
+guest-examples/build-js-python.sh --aot
 export S3_SERVER_BIN=$ROOT/target/release/s3-test-server
 STARTED=()
 for server in postgres s3; do

@@ -4,6 +4,12 @@
 //! `cargo bench -p replicator --bench plugins` (needs `guest-examples/build.sh` and
 //! `guest-examples/build-js-python.sh --aot` first; the figures in docs/ are of that build).
 //! Prints figures.
+//!
+//! `BENCH_PROFILE=native` (or a guest's name, e.g. `rust-transform`) runs only that path at
+//! batch 100 for `BENCH_PASSES` passes (default 10) over the records and prints nothing, for a
+//! profiler. Under `valgrind --tool=callgrind` the difference between two pass counts gives
+//! instructions per record, which the noise of a shared machine does not change
+//! (docs/benchmarks.md). The pooling allocator is off then: valgrind cannot reserve its space.
 
 // The replicator's own allocator, so both sides are measured as the service runs them.
 #[global_allocator]
@@ -98,12 +104,27 @@ fn per_record(total: Duration, records: usize) -> f64 {
     total.as_secs_f64() * 1e6 / records as f64
 }
 
+/// The path `BENCH_PROFILE` names and the passes to run over it.
+fn profile() -> Option<(String, usize)> {
+    let name = std::env::var("BENCH_PROFILE").ok()?;
+    let passes = std::env::var("BENCH_PASSES").map_or(10, |p| p.parse().expect("BENCH_PASSES"));
+    Some((name, passes))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let profile = profile();
+    // A fresh cache, so the first load of each guest measures its compilation; a profiler's
+    // runs share REPLICATOR_PLUGIN_CACHE instead (compiling under valgrind takes minutes).
     let cache = tempfile::tempdir().unwrap();
+    let cache_dir = match std::env::var_os("REPLICATOR_PLUGIN_CACHE") {
+        Some(dir) if profile.is_some() => PathBuf::from(dir),
+        _ => cache.path().to_path_buf(),
+    };
     let config = PluginsConfig {
-        cache_dir: cache.path().to_path_buf(),
+        cache_dir,
         timeout: Duration::from_secs(30),
+        pooling: profile.is_none(),
         ..Default::default()
     };
     let runtime = Runtime::new(config, Default::default()).unwrap();
@@ -126,6 +147,14 @@ async fn main() {
         }
         per_record(start.elapsed(), events.len())
     };
+    if let Some((name, passes)) = &profile
+        && name == "native"
+    {
+        for _ in 0..*passes {
+            std::hint::black_box(native_pass(100));
+        }
+        return;
+    }
     for batch in [1usize, 100].into_iter().filter(|_| wanted("native")) {
         let passes: Vec<f64> = (0..PASSES).map(|_| native_pass(batch)).collect();
         println!(
@@ -142,7 +171,8 @@ async fn main() {
         ("python-transform", "python-transform", Value::Null, 3),
         ("python-transform", "python-transform (no hash)", no_hash, 3),
     ] {
-        if !wanted(label) {
+        let profiled = profile.as_ref().filter(|(p, _)| p == label);
+        if !wanted(label) || profile.is_some() && profiled.is_none() {
             continue;
         }
         let path = guest(name);
@@ -168,6 +198,14 @@ async fn main() {
         assert!(
             matches!(&t.apply(&events[..1]).await[0], TransformOutcome::Emit(list) if list.len() == 1)
         );
+        if let Some((_, passes)) = profiled {
+            for _ in 0..*passes {
+                for chunk in events.chunks(100) {
+                    std::hint::black_box(t.apply(chunk).await);
+                }
+            }
+            return;
+        }
         for batch in [1usize, 100] {
             let mut passes = Vec::new();
             let mut native_passes = Vec::new();

@@ -238,6 +238,36 @@ mod tests {
     }
 
     #[test]
+    fn names_from_the_config_are_escaped() {
+        let o = run(
+            r#"{"rename":{"mail":"e\"mail"},"addFields":{"a\\b":"\"x\""}}"#,
+            r#"{"mail":"a@x.io","n":1}"#,
+        );
+        let d = data_of(&o);
+        assert_eq!(d["e\"mail"], "a@x.io");
+        assert_eq!(d["a\\b"], "\"x\"");
+        assert_eq!(d["n"], 1);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_the_record() {
+        match run("{}", "{\"email\":\"\u{FFFD}\"}") {
+            Outcome::Update(_) => {}
+            _ => panic!("valid UTF-8 is accepted"),
+        }
+        let c = Config::default();
+        let mut e = event(Action::Insert, "{}");
+        e.data = Some(b"{\"email\":\"\xff\"}".to_vec());
+        match transform_one(&c, e, sha256_hex) {
+            Outcome::Failed(TransformError::InvalidRecord(e)) => {
+                assert_eq!(e.code, "invalid-json");
+                assert!(e.message.contains("UTF-8"), "{}", e.message);
+            }
+            _ => panic!("expected failed"),
+        }
+    }
+
+    #[test]
     fn bad_configs() {
         for (config, needle) in [
             (r#"{"bogus":1}"#, "bogus"),

@@ -8,85 +8,173 @@
 //! natively alike.
 
 use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-/// A field name, borrowed from the input unless it has escapes or the rules made it.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+/// Name equality as the lookups need it: most names differ in length or first byte, which is
+/// checked before the bytes are compared (in Wasm, `memcmp` is a loop of its own).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
 
-/// A field's value as JSON text: borrowed from the input, or made by the rules.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Raw<'a>(Cow<'a, RawValue>);
+/// A field name: as it stands in the input (it has no escapes there) or one of the rules' own,
+/// written back byte for byte; or text escaped when written (a name that had escapes, or one
+/// from the config).
+enum Key<'a> {
+    Verbatim(&'a str),
+    Text(Cow<'a, str>),
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|raw| Raw(Cow::Borrowed(raw)))
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Verbatim(name) => name,
+            Key::Text(name) => name,
+        }
     }
 }
 
-impl Raw<'_> {
-    fn owned(value: &impl Serialize) -> Raw<'static> {
-        Raw(Cow::Owned(
-            to_raw_value(value).expect("a JSON value serializes"),
-        ))
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Verbatim(name))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Text(Cow::Owned(name.to_owned())))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+/// A field's value: JSON text borrowed from the input or the config, or a string the rules made.
+enum Val<'a> {
+    Json(&'a RawValue),
+    /// Escaped when written (`fullName`).
+    Text(String),
+    /// Nothing in it needs escaping (a hex digest): written as it is.
+    Plain(String),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(Val::Json)
+    }
+}
+
+impl Val<'_> {
+    /// The JSON text of a value that came as JSON (made values are always strings).
+    fn json(&self) -> Option<&str> {
+        match self {
+            Val::Json(raw) => Some(raw.get()),
+            Val::Text(_) | Val::Plain(_) => None,
+        }
     }
 
-    fn text(&self) -> &str {
-        self.0.get()
+    fn is(&self, json: &str) -> bool {
+        self.json() == Some(json)
     }
 
-    fn string(&self) -> Option<String> {
-        self.text()
-            .starts_with('"')
-            .then(|| serde_json::from_str(self.text()).ok())
-            .flatten()
+    /// The value when it is a string; borrowed unless it has escapes.
+    fn str(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Val::Text(s) | Val::Plain(s) => Some(Cow::Borrowed(s)),
+            Val::Json(raw) => {
+                let text = raw.get();
+                let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+                if inner.contains('\\') {
+                    serde_json::from_str(text).ok().map(Cow::Owned)
+                } else {
+                    Some(Cow::Borrowed(inner))
+                }
+            }
+        }
     }
 }
 
 /// A document's top-level fields in document order. Lookups scan (a document has tens of
 /// fields, the rules touch a handful), and a repeated name means its last value, as in JSON
 /// parsers and the host.
-struct Fields<'a>(Vec<(Key<'a>, Raw<'a>)>);
+struct Fields<'a>(Vec<(Key<'a>, Val<'a>)>);
 
 impl<'a> Fields<'a> {
-    fn get(&self, name: &str) -> Option<&Raw<'a>> {
+    fn get(&self, name: &str) -> Option<&Val<'a>> {
         self.0
             .iter()
             .rev()
-            .find(|(k, _)| k.0 == name)
+            .find(|(k, _)| same(k.as_str(), name))
             .map(|(_, v)| v)
     }
 
-    fn remove(&mut self, name: &str) -> Option<Raw<'a>> {
-        let at = self.0.iter().rposition(|(k, _)| k.0 == name)?;
-        let (_, value) = self.0.remove(at);
-        self.0.retain(|(k, _)| k.0 != name);
-        Some(value)
+    /// Removes every field of that name (one pass) and returns the last one's value.
+    fn remove(&mut self, name: &str) -> Option<Val<'a>> {
+        self.0
+            .extract_if(.., |(k, _)| same(k.as_str(), name))
+            .last()
+            .map(|(_, v)| v)
     }
 
-    fn insert(&mut self, name: Cow<'a, str>, value: Raw<'a>) {
-        match self.0.iter_mut().rev().find(|(k, _)| k.0 == name) {
+    /// Removes every field whose name is in `names`, in one pass.
+    fn remove_all(&mut self, names: &[String]) {
+        self.0
+            .retain(|(k, _)| !names.iter().any(|name| same(k.as_str(), name)));
+    }
+
+    fn insert(&mut self, name: Key<'a>, value: Val<'a>) {
+        match self
+            .0
+            .iter_mut()
+            .rev()
+            .find(|(k, _)| same(k.as_str(), name.as_str()))
+        {
             Some((_, slot)) => *slot = value,
-            None => self.0.push((Key(name), value)),
+            None => self.0.push((name, value)),
         }
     }
-}
 
-impl Serialize for Fields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+    /// The document as compact JSON: names and values copied as they are, except those that
+    /// need escaping. `capacity`: room reserved up front (the input's size and a margin).
+    fn to_json(&self, capacity: usize) -> Vec<u8> {
+        fn plain(out: &mut Vec<u8>, s: &str) {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
         }
-        map.end()
+        fn escaped(out: &mut Vec<u8>, s: &str) {
+            serde_json::to_writer(out, s).expect("a string serializes");
+        }
+        let mut out = Vec::with_capacity(capacity);
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match k {
+                Key::Verbatim(name) => plain(&mut out, name),
+                Key::Text(name) => escaped(&mut out, name),
+            }
+            out.push(b':');
+            match v {
+                Val::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Val::Text(s) => escaped(&mut out, s),
+                Val::Plain(s) => plain(&mut out, s),
+            }
+        }
+        out.push(b'}');
+        out
     }
 }
 
@@ -114,12 +202,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
 
 /// Reads a document: `None` when it is JSON but not an object.
 fn parse(bytes: &[u8]) -> Result<Option<Fields<'_>>, serde_json::Error> {
-    match serde_json::from_slice(bytes) {
+    // One UTF-8 check of the whole document, instead of one per string and value while parsing.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| serde::de::Error::custom(format_args!("invalid UTF-8: {e}")))?;
+    match serde_json::from_str(text) {
         Ok(fields) => Ok(Some(fields)),
         // A type error comes at the first byte that is not `{`: the rest is still unchecked.
-        Err(e) if e.is_data() => {
-            serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map(|_| None)
-        }
+        Err(e) if e.is_data() => serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| None),
         Err(e) => Err(e),
     }
 }
@@ -227,31 +316,29 @@ pub fn sha256_hex(s: &str) -> String {
 
 /// The email as it is compared and hashed: trimmed and lowercased.
 fn normalized_email(fields: &Fields) -> Option<String> {
-    let email = fields.get("email")?.string()?;
-    Some(email.trim().to_lowercase())
+    Some(fields.get("email")?.str()?.trim().to_lowercase())
 }
 
 /// Steps 4–8 of lib.rs's list: the field changes shared by `data` and `before`.
 /// Names and values from the config are borrowed, not copied into every record.
 fn shape<'a>(c: &'a Config, fields: &mut Fields<'a>, email: Option<&str>, sha256_hex: Sha256Hex) {
     for (old, new) in &c.rename {
-        if let Some(v) = fields.remove(old.as_str()) {
-            fields.insert(Cow::Borrowed(new), v);
+        if let Some(v) = fields.remove(old) {
+            fields.insert(Key::Text(Cow::Borrowed(new)), v);
         }
     }
     if c.full_name {
         // Strings as they are, other values as (compact) JSON text, null as absent.
-        let part = |k: &str| match fields.get(k) {
-            None => None,
-            Some(v) if v.text() == "null" => None,
-            Some(v) => v.string().or_else(|| {
-                serde_json::from_str::<Value>(v.text())
-                    .ok()
-                    .map(|v| v.to_string())
+        let part = |k: &str| match fields.get(k)? {
+            v if v.is("null") => None,
+            v => v.str().or_else(|| {
+                let json = serde_json::from_str::<Value>(v.json()?).ok()?;
+                Some(Cow::Owned(json.to_string()))
             }),
         };
         if let (Some(first), Some(last)) = (part("firstName"), part("lastName")) {
-            fields.insert("fullName".into(), Raw::owned(&(first + " " + &last)));
+            let full = format!("{first} {last}");
+            fields.insert(Key::Verbatim("fullName"), Val::Text(full));
         }
     }
     if c.hash_email {
@@ -264,14 +351,12 @@ fn shape<'a>(c: &'a Config, fields: &mut Fields<'a>, email: Option<&str>, sha256
             renamed.as_deref()
         };
         if let Some(email) = email {
-            fields.insert("emailHash".into(), Raw::owned(&sha256_hex(email)));
+            fields.insert(Key::Verbatim("emailHash"), Val::Plain(sha256_hex(email)));
         }
     }
-    for field in &c.strip {
-        fields.remove(field.as_str());
-    }
+    fields.remove_all(&c.strip);
     for (k, v) in &c.add_fields {
-        fields.insert(Cow::Borrowed(k), Raw(Cow::Borrowed(v)));
+        fields.insert(Key::Text(Cow::Borrowed(k)), Val::Json(v));
     }
 }
 
@@ -300,19 +385,23 @@ fn invalid_json(what: &str, e: serde_json::Error) -> Verdict {
     }
 }
 
+/// Room for the fields the rules add (`emailHash` is 77 bytes), so the output is written
+/// without growing.
+const MARGIN: usize = 128;
+
 /// Steps 1–9 of lib.rs's list on one event's documents.
 pub fn apply<'a>(
     c: &'a Config,
-    data: &'a [u8],
-    before: Option<&'a [u8]>,
+    raw_data: &'a [u8],
+    raw_before: Option<&'a [u8]>,
     sha256_hex: Sha256Hex,
 ) -> Verdict {
-    let mut data = match parse(data) {
+    let mut data = match parse(raw_data) {
         Ok(Some(data)) => data,
         Ok(None) => return Verdict::Unchanged,
         Err(e) => return invalid_json("data", e),
     };
-    let is = |fields: &Fields, k: &str, text: &str| fields.get(k).is_some_and(|v| v.text() == text);
+    let is = |fields: &Fields, k: &str, json: &str| fields.get(k).is_some_and(|v| v.is(json));
     if is(&data, "failMe", "true") {
         return Verdict::Failed {
             code: "fail-me",
@@ -320,8 +409,7 @@ pub fn apply<'a>(
         };
     }
     if c.skip_soft_deleted
-        && (data.get("deletedAt").is_some_and(|v| v.text() != "null")
-            || is(&data, "deleted", "true"))
+        && (data.get("deletedAt").is_some_and(|v| !v.is("null")) || is(&data, "deleted", "true"))
     {
         return Verdict::Skip;
     }
@@ -334,21 +422,21 @@ pub fn apply<'a>(
 
     shape(c, &mut data, email.as_deref(), sha256_hex);
 
-    let before = match before.map(parse) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(mut before))) => {
+    let before = match raw_before.map(|raw| (raw.len(), parse(raw))) {
+        None | Some((_, Ok(None))) => None,
+        Some((len, Ok(Some(mut before)))) => {
             let email = normalized_email(&before);
             shape(c, &mut before, email.as_deref(), sha256_hex);
-            Some(serde_json::to_vec(&before).expect("a JSON value serializes"))
+            Some(before.to_json(len + MARGIN))
         }
-        Some(Err(e)) => return invalid_json("before", e),
+        Some((_, Err(e))) => return invalid_json("before", e),
     };
     let fan_out = data
         .get("fanOut")
-        .and_then(|v| v.text().parse::<u64>().ok())
+        .and_then(|v| v.json()?.parse::<u64>().ok())
         .filter(|n| (1..=10).contains(n));
     Verdict::Changed {
-        data: serde_json::to_vec(&data).expect("a JSON value serializes"),
+        data: data.to_json(raw_data.len() + MARGIN),
         before,
         fan_out,
     }
