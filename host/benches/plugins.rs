@@ -6,7 +6,7 @@
 //! Prints figures.
 //!
 //! `BENCH_PROFILE=native` (or a guest's name, e.g. `rust-transform`) runs only that path at
-//! batch 100 for `BENCH_PASSES` passes (default 10) over the records and prints nothing, for a
+//! batch 100 for `BENCH_PASSES` passes (default 10) over the records and prints no figures, for a
 //! profiler. Under `valgrind --tool=callgrind` the difference between two pass counts gives
 //! instructions per record, which the noise of a shared machine does not change
 //! (docs/benchmarks.md). The pooling allocator is off then: valgrind cannot reserve its space.
