@@ -314,9 +314,16 @@ pub fn sha256_hex(s: &str) -> String {
     format!("{:x}", Sha256::digest(s.as_bytes()))
 }
 
-/// The email as it is compared and hashed: trimmed and lowercased.
+/// The email as it is compared and hashed: trimmed and lowercased (Unicode lowercasing only
+/// when it is not ASCII: the tables are costly to walk, in Wasm above all).
 fn normalized_email(fields: &Fields) -> Option<String> {
-    Some(fields.get("email")?.str()?.trim().to_lowercase())
+    let email = fields.get("email")?.str()?;
+    let email = email.trim();
+    Some(if email.is_ascii() {
+        email.to_ascii_lowercase()
+    } else {
+        email.to_lowercase()
+    })
 }
 
 /// Steps 4–8 of lib.rs's list: the field changes shared by `data` and `before`.
@@ -337,7 +344,11 @@ fn shape<'a>(c: &'a Config, fields: &mut Fields<'a>, email: Option<&str>, sha256
             }),
         };
         if let (Some(first), Some(last)) = (part("firstName"), part("lastName")) {
-            let full = format!("{first} {last}");
+            // Joined by hand: `format!` goes through dynamic calls, slow in Wasm.
+            let mut full = String::with_capacity(first.len() + 1 + last.len());
+            full.push_str(&first);
+            full.push(' ');
+            full.push_str(&last);
             fields.insert(Key::Verbatim("fullName"), Val::Text(full));
         }
     }

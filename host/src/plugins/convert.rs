@@ -1,6 +1,6 @@
 //! The event envelope <-> the WIT `event` record (documents as JSON bytes).
 
-use super::bindings::{Action, Documents, Event as WitEvent};
+use super::bindings::{Action, Documents, Event as WitEvent, EventRef};
 use crate::event::{Action as HostAction, Event, StoredEvent};
 
 fn json(v: &Option<serde_json::Value>) -> Option<Vec<u8>> {
@@ -8,20 +8,40 @@ fn json(v: &Option<serde_json::Value>) -> Option<Vec<u8>> {
         .map(|v| serde_json::to_vec(v).expect("JSON serializes"))
 }
 
+fn action(a: HostAction) -> Action {
+    match a {
+        HostAction::Insert => Action::Insert,
+        HostAction::Update => Action::Update,
+        HostAction::Delete => Action::Delete,
+    }
+}
+
 pub fn to_wit(e: &StoredEvent) -> WitEvent {
     let ev = &e.event;
     WitEvent {
         resource: ev.resource.clone(),
-        action: match ev.action {
-            HostAction::Insert => Action::Insert,
-            HostAction::Update => Action::Update,
-            HostAction::Delete => Action::Delete,
-        },
+        action: action(ev.action),
         id: ev.id.clone(),
         data: json(&ev.data),
         before: json(&ev.before),
         timestamp: ev.timestamp.clone(),
         source: ev.source.clone(),
+        sequence: e.sequence,
+        metadata: json(&ev.metadata),
+    }
+}
+
+/// The same record with the envelope's strings borrowed, for lowering into a transform.
+pub fn to_wit_ref(e: &StoredEvent) -> EventRef<'_> {
+    let ev = &e.event;
+    EventRef {
+        resource: &ev.resource,
+        action: action(ev.action),
+        id: &ev.id,
+        data: json(&ev.data),
+        before: json(&ev.before),
+        timestamp: &ev.timestamp,
+        source: ev.source.as_deref(),
         sequence: e.sequence,
         metadata: json(&ev.metadata),
     }

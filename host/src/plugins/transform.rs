@@ -7,10 +7,11 @@ use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
+use wasmtime::component::{self, Func};
 
 use super::bindings::batch::{BatchTransformer, BatchTransformerPre};
 use super::bindings::record::{RecordTransformer, RecordTransformerPre};
-use super::bindings::{Outcome, TransformError};
+use super::bindings::{EventRef, Outcome, TransformError};
 use super::egress::Egress;
 use super::runtime::{Host, Runtime};
 use super::{PluginError, convert};
@@ -25,14 +26,36 @@ pub enum TransformOutcome {
     Failed(String),
 }
 
+/// The exported interfaces, as the WIT names them.
+const BATCH_INTERFACE: &str = "replicator:plugin/batch-transform@0.1.0";
+const RECORD_INTERFACE: &str = "replicator:plugin/record-transform@0.1.0";
+
 enum Pre {
     Batch(BatchTransformerPre<Host>),
     Record(RecordTransformerPre<Host>),
 }
 
+/// The parameters and results of `transform-batch` and `transform`, with borrowed events.
+type BatchCall<'a> = (&'a [EventRef<'a>],);
+type RecordCall<'a> = (EventRef<'a>,);
+
+/// A live instance and its transform export (`transform-batch` or `transform`), called
+/// directly with borrowed events ([`EventRef`]) rather than through the bindings.
 enum Instance {
-    Batch(Store<Host>, BatchTransformer),
-    Record(Store<Host>, RecordTransformer),
+    Batch(Store<Host>, Func),
+    Record(Store<Host>, Func),
+}
+
+/// The export `name` of `interface` in `instance`.
+fn export(
+    store: &mut Store<Host>,
+    instance: &component::Instance,
+    interface: &str,
+    name: &str,
+) -> Option<Func> {
+    let interface = instance.get_export_index(&mut *store, None, interface)?;
+    let func = instance.get_export_index(&mut *store, Some(&interface), name)?;
+    instance.get_func(&mut *store, func)
 }
 
 pub struct Transform {
@@ -104,26 +127,36 @@ impl Transform {
         let init = |r: Result<(), TransformError>| {
             r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)))
         };
+        let instance_pre = match &self.pre {
+            Pre::Batch(pre) => pre.instance_pre(),
+            Pre::Record(pre) => pre.instance_pre(),
+        };
+        let instance = instance_pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(fail)?;
         Ok(match &self.pre {
-            Pre::Batch(pre) => {
-                let b = pre.instantiate_async(&mut store).await.map_err(fail)?;
+            Pre::Batch(_) => {
+                let b = BatchTransformer::new(&mut store, &instance).map_err(fail)?;
                 init(
                     b.replicator_plugin_batch_transform()
                         .call_init(&mut store, &self.config)
                         .await
                         .map_err(fail)?,
                 )?;
-                Instance::Batch(store, b)
+                let f = export(&mut store, &instance, BATCH_INTERFACE, "transform-batch");
+                Instance::Batch(store, f.expect("the bindings found transform-batch"))
             }
-            Pre::Record(pre) => {
-                let r = pre.instantiate_async(&mut store).await.map_err(fail)?;
+            Pre::Record(_) => {
+                let r = RecordTransformer::new(&mut store, &instance).map_err(fail)?;
                 init(
                     r.replicator_plugin_record_transform()
                         .call_init(&mut store, &self.config)
                         .await
                         .map_err(fail)?,
                 )?;
-                Instance::Record(store, r)
+                let f = export(&mut store, &instance, RECORD_INTERFACE, "transform");
+                Instance::Record(store, f.expect("the bindings found transform"))
             }
         })
     }
@@ -169,12 +202,17 @@ impl Transform {
             format!("plugin {} trapped: {}", self.name, trap_reason(&e, budget))
         };
         match instance {
-            Instance::Batch(store, b) => {
-                let input: Vec<_> = events.iter().map(|e| convert::to_wit(e.borrow())).collect();
+            Instance::Batch(store, batch) => {
+                let input: Vec<_> = events
+                    .iter()
+                    .map(|e| convert::to_wit_ref(e.borrow()))
+                    .collect();
+                let typed = batch
+                    .typed::<BatchCall, (Vec<Outcome>,)>(&*store)
+                    .map_err(trap)?;
                 self.runtime.arm(store, budget);
-                let outcomes = b
-                    .replicator_plugin_batch_transform()
-                    .call_transform_batch(&mut *store, &input)
+                let (outcomes,) = typed
+                    .call_async(&mut *store, (&input,))
                     .await
                     .map_err(trap)?;
                 if outcomes.len() != events.len() {
@@ -191,14 +229,16 @@ impl Transform {
                     .map(|(o, e)| self.outcome(o, e.borrow()))
                     .collect())
             }
-            Instance::Record(store, r) => {
+            Instance::Record(store, transform) => {
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
                     let e = e.borrow();
+                    let typed = transform
+                        .typed::<RecordCall, (Outcome,)>(&*store)
+                        .map_err(trap)?;
                     self.runtime.arm(store, budget);
-                    let outcome = r
-                        .replicator_plugin_record_transform()
-                        .call_transform(&mut *store, &convert::to_wit(e))
+                    let (outcome,) = typed
+                        .call_async(&mut *store, (convert::to_wit_ref(e),))
                         .await
                         .map_err(trap)?;
                     out.push(self.outcome(outcome, e));
