@@ -27,7 +27,7 @@ paths=("$@")
 ((${#paths[@]})) || paths=(native rust-transform)
 native=
 for path in "${paths[@]}"; do
-    count "$path" 0 >/dev/null
+    [[ $path == native ]] || count "$path" 0 >/dev/null
     per=$(( ($(count "$path" 12) - $(count "$path" 2)) / 10000 ))
     [[ $path == native ]] && native=$per
     if [[ -n $native && $path != native ]]; then

@@ -155,7 +155,11 @@ async fn main() {
         }
         return;
     }
-    for batch in [1usize, 100].into_iter().filter(|_| wanted("native")) {
+    // (Not when profiling a guest: the profile is of that path alone.)
+    for batch in [1usize, 100]
+        .into_iter()
+        .filter(|_| wanted("native") && profile.is_none())
+    {
         let passes: Vec<f64> = (0..PASSES).map(|_| native_pass(batch)).collect();
         println!(
             "native Rust                 batch {batch:>3}: {:>7.2} µs/record",

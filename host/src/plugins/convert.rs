@@ -16,22 +16,23 @@ fn action(a: HostAction) -> Action {
     }
 }
 
+/// The WIT record with its own copies of the strings (for the driver bindings).
 pub fn to_wit(e: &StoredEvent) -> WitEvent {
-    let ev = &e.event;
+    let r = to_wit_ref(e);
     WitEvent {
-        resource: ev.resource.clone(),
-        action: action(ev.action),
-        id: ev.id.clone(),
-        data: json(&ev.data),
-        before: json(&ev.before),
-        timestamp: ev.timestamp.clone(),
-        source: ev.source.clone(),
-        sequence: e.sequence,
-        metadata: json(&ev.metadata),
+        resource: r.resource.to_owned(),
+        action: r.action,
+        id: r.id.to_owned(),
+        data: r.data,
+        before: r.before,
+        timestamp: r.timestamp.to_owned(),
+        source: r.source.map(str::to_owned),
+        sequence: r.sequence,
+        metadata: r.metadata,
     }
 }
 
-/// The same record with the envelope's strings borrowed, for lowering into a transform.
+/// The WIT record of an event, the envelope's strings borrowed (for lowering into a transform).
 pub fn to_wit_ref(e: &StoredEvent) -> EventRef<'_> {
     let ev = &e.event;
     EventRef {
