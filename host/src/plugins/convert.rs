@@ -16,11 +16,12 @@ fn action(a: HostAction) -> Action {
     }
 }
 
-/// The WIT record with its own copies of the strings (for the driver bindings).
-pub fn to_wit(e: &StoredEvent) -> WitEvent {
+/// The WIT record with its own copies of the strings (for the driver bindings), its resource
+/// the name the destination gives it.
+pub fn to_wit(e: &StoredEvent, resource: &str) -> WitEvent {
     let r = to_wit_ref(e);
     WitEvent {
-        resource: r.resource.to_owned(),
+        resource: resource.to_owned(),
         action: r.action,
         id: r.id.to_owned(),
         data: r.data,

@@ -68,11 +68,7 @@ impl Driver for WasmSink {
     async fn deliver(&self, batch: &[Delivery]) -> BatchOutcome {
         let events: Vec<_> = batch
             .iter()
-            .map(|d| {
-                let mut e = crate::plugins::to_wit(&d.event);
-                e.resource = d.destination().to_string();
-                e
-            })
+            .map(|d| crate::plugins::to_wit(&d.event, d.destination()))
             .collect();
         match self.plugin.replicate(&events, self.timeout).await {
             Err(t) => Err(self.trapped(t)),
