@@ -221,6 +221,8 @@ async fn misbehaving_guests_are_contained() {
     host.send(json!([
         insert("loops", "ok1", json!({})),
         insert("loops", "bad1", json!({"loop": true})),
+        insert("loops", "bad5", json!({"sleep": true})),
+        insert("loops", "ok5", json!({})),
         insert("allocs", "ok2", json!({})),
         insert("allocs", "bad2", json!({"alloc": true})),
         insert("panics", "ok3", json!({})),
@@ -231,13 +233,13 @@ async fn misbehaving_guests_are_contained() {
     .await;
     host.drained("sandboxed").await;
     host.drained("plain").await;
-    assert_eq!(good.accepted().len(), 8, "another replicator is untouched");
+    assert_eq!(good.accepted().len(), 10, "another replicator is untouched");
     let delivered: Vec<String> = bad
         .accepted()
         .iter()
         .map(|r| r.json()["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    assert_eq!(delivered.len(), 5, "{delivered:?}");
     assert!(
         delivered.iter().all(|id| id.starts_with("ok")),
         "{delivered:?}"
@@ -254,6 +256,10 @@ async fn misbehaving_guests_are_contained() {
         })
         .collect();
     assert!(reasons["bad1"].contains("deadline"), "{reasons:?}");
+    assert!(
+        reasons["bad5"].contains("deadline") && reasons["bad5"].contains("host call"),
+        "a guest blocked in a host call is stopped too: {reasons:?}"
+    );
     assert!(reasons["bad2"].contains("memory"), "{reasons:?}");
     assert!(reasons["bad3"].contains("trapped"), "{reasons:?}");
     assert!(
@@ -298,6 +304,66 @@ fn bulk_api(body: &[u8]) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn a_wasm_driver_waiting_on_a_slow_destination_is_retried_not_dead_lettered() {
+    let search = Receiver::start().await;
+    search.respond_with(bulk_api);
+    // The first answer comes after the attempt's deadline: an attempt spent, not a bad record.
+    search.delay(Duration::from_secs(3));
+    let config = format!(
+        "timeout: 1s\nretryDelay: 100\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    );
+    let host = Host::start(&config).await;
+    host.send(insert("users", "u1", json!({"name": "Ana"})))
+        .await;
+    search.wait_for(1).await;
+    search.delay(Duration::ZERO);
+    let status = host.drained("search").await;
+    assert_eq!(status["deadLettered"], 0, "{status}");
+    assert!(
+        search.received().len() >= 2,
+        "delivered again after the slow attempt"
+    );
+    let log = host.log();
+    assert!(
+        log.contains("delivery failed")
+            && (log.contains("deadline of 1s exceeded") || log.contains("timed out after 1s")),
+        "the slow attempt is logged with its reason: {log}"
+    );
+}
+
+#[tokio::test]
+async fn the_secrets_of_a_wasm_drivers_config_are_masked_in_what_it_says() {
+    let search = Receiver::start().await;
+    // A destination that echoes the credential it refused, which the driver quotes.
+    search.respond_with(|_| (401, "invalid bearer token s3cret-token-123".into()));
+    let config = format!(
+        "replicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n      token: s3cret-token-123\n",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    );
+    let host = Host::start(&config).await;
+    host.send(insert("users", "u1", json!({"name": "Ana"})))
+        .await;
+    let status = eventually(Duration::from_secs(20), "the refusal in the status", || async {
+        let r = host.replicator("search").await;
+        r["lastError"].is_string().then_some(r)
+    })
+    .await;
+    let error = status["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("401") && error.contains("invalid bearer token ***"),
+        "{status}"
+    );
+    let log = host.log();
+    assert!(log.contains("invalid bearer token ***"), "{log}");
+    assert!(!log.contains("s3cret-token-123"), "{log}");
+}
+
+#[tokio::test]
 async fn a_rust_driver_delivers_to_a_real_bulk_api() {
     let search = Receiver::start().await;
     search.respond_with(bulk_api);
@@ -325,6 +391,7 @@ async fn a_rust_driver_delivers_to_a_real_bulk_api() {
         "{}",
         dl[0]
     );
+
     let mut docs = Vec::new();
     for r in search.received() {
         assert_eq!(r.path, "/_bulk");
@@ -354,21 +421,50 @@ async fn a_rust_driver_delivers_to_a_real_bulk_api() {
 #[tokio::test]
 async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
     let allowed = Receiver::start().await;
+    let bystander = Receiver::start().await;
     let config = format!(
-        "maxRetries: 1\nretryDelay: 50\nreplicators:\n  - id: sneaky\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      forbiddenUrl: \"http://localhost:{}/exfiltrate\"\n",
+        "maxRetries: 1\nretryDelay: 50\nreplicators:\n  - id: sneaky\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      forbiddenUrl: \"http://localhost:{}/exfiltrate\"\n  - id: bystander\n    driver: webhook\n    resources: [users]\n    config: {{url: \"{}\"}}\n",
         guest("driver-forbidden-host").display(),
         allowed.port,
-        allowed.port
+        allowed.port,
+        bystander.url("/hook"),
     );
     let host = Host::start(&config).await;
-    host.send(insert("users", "u1", json!({"secret": "x"})))
-        .await;
-    let dl = eventually(Duration::from_secs(20), "a dead letter", || async {
-        let d = host.dead_letters("").await;
-        (!d.is_empty()).then_some(d)
+    host.send(json!([
+        insert("users", "u1", json!({"secret": "x"})),
+        insert("users", "u2", json!({"secret": "y"})),
+    ]))
+    .await;
+    let dl = eventually(Duration::from_secs(20), "two dead letters", || async {
+        let d = host.dead_letters("replicator=sneaky").await;
+        (d.len() == 2).then_some(d)
     })
     .await;
-    assert_eq!(dl[0]["recordId"], "u1");
+    let mut ids: Vec<&str> = dl.iter().map(|d| d["recordId"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["u1", "u2"]);
+    for d in &dl {
+        let error = d["error"].as_str().unwrap().to_lowercase();
+        assert!(
+            error.contains(&format!("refused its requests to localhost:{} (not in allowhosts)", allowed.port)),
+            "the reason names the refused request: {d}"
+        );
+    }
+    host.drained("bystander").await;
+    assert_eq!(
+        bystander.accepted().len(),
+        2,
+        "another replicator continues"
+    );
+    assert_eq!(
+        host.http
+            .get(host.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(
         allowed.received().is_empty(),
         "the request never left the host"

@@ -18,17 +18,7 @@ pub fn url(text: &str) -> String {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let secret = [
-                    "token",
-                    "key",
-                    "secret",
-                    "password",
-                    "signature",
-                    "auth",
-                    "sig",
-                ]
-                .iter()
-                .any(|s| k.to_ascii_lowercase().contains(s));
+                let secret = looks_secret(&k);
                 (
                     k.into_owned(),
                     if secret { "***".into() } else { v.into_owned() },
@@ -38,6 +28,69 @@ pub fn url(text: &str) -> String {
         parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
     parsed.to_string()
+}
+
+/// Whether a field or parameter of that name holds a secret.
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "signature",
+        "auth",
+        "sig",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+/// The secrets in a plugin's JSON config, to mask in what the plugin says (its log lines and
+/// errors): the string values of secret-looking keys (and everything under them), and URL
+/// passwords. Strings under 4 characters are left out: masking them would garble words.
+pub fn secrets_in(config: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) if secret => out.push(s.clone()),
+            serde_json::Value::String(s) => {
+                if let Ok(u) = url::Url::parse(s)
+                    && let Some(p) = u.password()
+                {
+                    out.push(p.to_string());
+                    // Messages may show the password as it stood in the URL, or decoded.
+                    if let Ok(decoded) = percent_decode(p) {
+                        out.push(decoded);
+                    }
+                }
+            }
+            serde_json::Value::Array(list) => list.iter().for_each(|v| walk(v, secret, out)),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .for_each(|(k, v)| walk(v, secret || looks_secret(k), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(config, false, &mut out);
+    out.retain(|s| s.chars().count() >= 4);
+    // Longest first, so a secret that contains another is masked whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+fn percent_decode(text: &str) -> Result<String, std::str::Utf8Error> {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+}
+
+/// Masks every secret of [`secrets_in`] in `text`.
+pub fn mask_all(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_string(), |text, secret| mask(&text, secret))
 }
 
 /// Masks every occurrence of `secret` in `text` (for messages of libraries that echo input).
@@ -62,5 +115,30 @@ mod tests {
             "https://h/hook?api_key=***&x=1"
         );
         assert_eq!(super::url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn finds_the_secrets_of_a_plugin_config() {
+        let config = serde_json::json!({
+            "url": "https://bot:p%40ss@chat.example/hook",
+            "apiToken": "tok-123",
+            "auth": {"user": "deploy", "password": "hunter2", "pin": "42"},
+            "index": "app",
+            "tokenless": 3,
+        });
+        let secrets = super::secrets_in(&config);
+        for s in ["p%40ss", "p@ss", "tok-123", "deploy", "hunter2"] {
+            assert!(secrets.contains(&s.to_string()), "{s}: {secrets:?}");
+        }
+        for s in ["app", "42", "https://bot:p%40ss@chat.example/hook"] {
+            assert!(!secrets.contains(&s.to_string()), "{s}: {secrets:?}");
+        }
+        assert_eq!(
+            super::mask_all(
+                "GET https://bot:p%40ss@chat.example/hook: 401 for tok-123",
+                &secrets
+            ),
+            "GET https://bot:***@chat.example/hook: 401 for ***"
+        );
     }
 }

@@ -97,10 +97,12 @@ pub trait Driver: Send + Sync {
 }
 
 /// Builds the driver a replicator's config describes (a Wasm driver is compiled and checked
-/// here, so a broken component stops the start with its reason).
+/// here, so a broken component stops the start with its reason). `attempt_timeout`: the
+/// replicator's `timeout`, a Wasm driver's deadline per `replicate` call.
 pub async fn build(
     config: &DriverConfig,
     plugins: Option<&Arc<crate::plugins::Runtime>>,
+    attempt_timeout: Duration,
 ) -> Result<Arc<dyn Driver>, crate::plugins::PluginError> {
     Ok(match config {
         DriverConfig::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())),
@@ -115,13 +117,7 @@ pub async fn build(
                 c.allow_hosts.clone(),
             )
             .await?;
-            Arc::new(wasm::WasmSink::new(
-                plugin,
-                runtime
-                    .config()
-                    .timeout
-                    .max(std::time::Duration::from_secs(30)),
-            ))
+            Arc::new(wasm::WasmSink::new(plugin, attempt_timeout))
         }
     })
 }

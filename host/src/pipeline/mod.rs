@@ -119,9 +119,13 @@ impl Pipeline {
                     id: r.id.clone(),
                     routes: r.routes.clone(),
                     transforms,
-                    driver: crate::drivers::build(&r.driver_config, plugins.as_ref())
-                        .await
-                        .map_err(plugin_error)?,
+                    driver: crate::drivers::build(
+                        &r.driver_config,
+                        plugins.as_ref(),
+                        r.delivery.timeout,
+                    )
+                    .await
+                    .map_err(plugin_error)?,
                     policy: r.delivery.clone(),
                     journal: journal.clone(),
                     telemetry: telemetry.clone(),

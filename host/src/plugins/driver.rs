@@ -16,11 +16,12 @@ use super::bindings::driver::exports::replicator::plugin::driver::{
 };
 use super::bindings::driver::{SinkDriver, SinkDriverPre};
 use super::egress::{AllowedHost, Egress};
-use super::runtime::{Host, Runtime};
-use super::transform::trap_reason;
+use super::runtime::{CallError, Host, Runtime, within};
 
 pub struct DriverPlugin {
     pub name: Arc<str>,
+    /// The secrets of its config, masked in what it says ([`DriverPlugin::mask`]).
+    secrets: Arc<[String]>,
     runtime: Arc<Runtime>,
     pre: SinkDriverPre<Host>,
     config: Vec<u8>,
@@ -30,9 +31,31 @@ pub struct DriverPlugin {
     pub info: DriverInfo,
 }
 
-/// A call that did not return normally: the instance is gone.
+/// Why a driver gave no answer; the instance it ran in is gone.
 #[derive(Debug)]
-pub struct Trapped(pub String);
+pub enum Failure {
+    /// The call trapped or ran past its deadline.
+    Call(CallError),
+    /// No instance could be started or take its config (the host's instances or memory used
+    /// up, a trap in `init`): the driver is unavailable, no record is at fault.
+    NoInstance(String),
+}
+
+/// What a `replicate` call came to.
+pub struct Replicated {
+    pub result: Result<Result<ReplicateResult, DriverError>, Failure>,
+    /// `host:port` of the requests the allow-list refused during the call.
+    pub refused: Vec<String>,
+}
+
+impl From<Result<Result<ReplicateResult, DriverError>, Failure>> for Replicated {
+    fn from(result: Result<Result<ReplicateResult, DriverError>, Failure>) -> Self {
+        Replicated {
+            result,
+            refused: Vec::new(),
+        }
+    }
+}
 
 impl DriverPlugin {
     /// Compiles (or loads from the cache), checks the world and asks the driver to describe itself.
@@ -61,8 +84,10 @@ impl DriverPlugin {
             .unwrap_or_default()
             .into();
         let state: Arc<Mutex<HashMap<String, Vec<u8>>>> = Default::default();
+        let secrets: Arc<[String]> = crate::redact::secrets_in(config).into();
         let mut store = runtime.store(
             name.clone(),
+            secrets.clone(),
             Egress::new(
                 name.clone(),
                 Arc::new(allowed.clone()),
@@ -70,16 +95,19 @@ impl DriverPlugin {
             ),
             state.clone(),
         );
-        runtime.arm(&mut store, runtime.config().timeout);
-        let trap = |e: wasmtime::Error| PluginError::Trap(name.to_string(), format!("{e:#}"));
-        let instance = pre.instantiate_async(&mut store).await.map_err(trap)?;
-        let info = instance
-            .replicator_plugin_driver()
-            .call_describe(&mut store)
+        let budget = runtime.config().timeout;
+        runtime.arm(&mut store, budget);
+        let trap = |e: CallError| PluginError::Trap(name.to_string(), e.to_string());
+        let instance = within(budget, pre.instantiate_async(&mut store))
+            .await
+            .map_err(trap)?;
+        let exports = instance.replicator_plugin_driver();
+        let info = within(budget, exports.call_describe(&mut store))
             .await
             .map_err(trap)?;
         Ok(Arc::new(DriverPlugin {
             name,
+            secrets,
             runtime,
             pre,
             config: serde_json::to_vec(config).expect("JSON serializes"),
@@ -90,8 +118,13 @@ impl DriverPlugin {
         }))
     }
 
+    /// `text` from the driver (its errors, a trap's message) with its config's secrets masked.
+    pub fn mask(&self, text: &str) -> String {
+        crate::redact::mask_all(text, &self.secrets)
+    }
+
     /// A ready instance: a kept one, or a new one that accepted its config.
-    async fn take(&self) -> Result<Result<(Store<Host>, SinkDriver), DriverError>, Trapped> {
+    async fn take(&self) -> Result<Result<(Store<Host>, SinkDriver), DriverError>, Failure> {
         if let Some(i) = self.idle.lock().expect("idle lock").pop() {
             return Ok(Ok(i));
         }
@@ -100,18 +133,22 @@ impl DriverPlugin {
             self.allowed.clone(),
             self.runtime.denied.clone(),
         );
-        let mut store = self
-            .runtime
-            .store(self.name.clone(), egress, self.state.clone());
+        let mut store = self.runtime.store(
+            self.name.clone(),
+            self.secrets.clone(),
+            egress,
+            self.state.clone(),
+        );
         let budget = self.runtime.config().timeout;
         self.runtime.arm(&mut store, budget);
-        let trap = |e: wasmtime::Error| Trapped(trap_reason(&e, budget));
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(trap)?;
-        match instance
-            .replicator_plugin_driver()
-            .call_init(&mut store, &self.config)
+        let failed = |e: CallError| Failure::NoInstance(e.to_string());
+        let instance = within(budget, self.pre.instantiate_async(&mut store))
             .await
-            .map_err(trap)?
+            .map_err(failed)?;
+        let exports = instance.replicator_plugin_driver();
+        match within(budget, exports.call_init(&mut store, &self.config))
+            .await
+            .map_err(failed)?
         {
             Ok(()) => Ok(Ok((store, instance))),
             Err(e) => Ok(Err(e)),
@@ -119,63 +156,57 @@ impl DriverPlugin {
     }
 
     /// Opens an instance now (the pipeline retries while the destination is away).
-    pub async fn init(&self) -> Result<Result<(), DriverError>, Trapped> {
+    pub async fn init(&self) -> Result<Result<(), DriverError>, Failure> {
         Ok(self
             .take()
             .await?
             .map(|i| self.idle.lock().expect("idle lock").push(i)))
     }
 
-    /// Delivers a batch through one instance; a trap drops that instance.
-    pub async fn replicate(
-        &self,
-        events: &[Event],
-        timeout: Duration,
-    ) -> Result<Result<ReplicateResult, DriverError>, Trapped> {
-        let (mut store, instance) = match self.take().await? {
-            Ok(i) => i,
-            Err(e) => return Ok(Err(e)),
+    /// Delivers a batch through one instance. An instance that failed, or said `fatal` for
+    /// the batch or any record, is dropped; the next call gets a fresh one.
+    pub async fn replicate(&self, events: &[Event], timeout: Duration) -> Replicated {
+        let (mut store, instance) = match self.take().await {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => return Replicated::from(Ok(Err(e))),
+            Err(f) => return Replicated::from(Err(f)),
         };
         self.runtime.arm(&mut store, timeout);
-        let call = instance
-            .replicator_plugin_driver()
-            .call_replicate(&mut store, events);
-        // The epoch deadline stops a guest that computes; this one stops a guest waiting on I/O.
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(Trapped(trap_reason(&e, timeout))),
-            Err(_) => {
-                return Err(Trapped(format!(
-                    "deadline of {timeout:?} exceeded while waiting on I/O"
-                )));
-            }
+        let exports = instance.replicator_plugin_driver();
+        let result = within(timeout, exports.call_replicate(&mut store, events)).await;
+        let refused = store.data_mut().egress.take_refused();
+        let fatal = |e: &DriverError| matches!(e, DriverError::Fatal(_));
+        let broken = match &result {
+            Ok(Ok(r)) => r.failed.iter().any(|f| fatal(&f.error)),
+            Ok(Err(e)) => fatal(e),
+            Err(_) => true,
         };
-        if !matches!(result, Err(DriverError::Fatal(_))) {
+        if !broken {
             self.idle.lock().expect("idle lock").push((store, instance));
         }
-        Ok(result)
+        Replicated {
+            result: result.map_err(Failure::Call),
+            refused,
+        }
     }
 
     pub async fn health(&self) -> Option<HealthStatus> {
         let (mut store, instance) = self.take().await.ok()?.ok()?;
-        self.runtime.arm(&mut store, Duration::from_secs(5));
-        let status = instance
-            .replicator_plugin_driver()
-            .call_health(&mut store)
-            .await
-            .ok()?;
+        let budget = Duration::from_secs(5);
+        self.runtime.arm(&mut store, budget);
+        let exports = instance.replicator_plugin_driver();
+        let status = within(budget, exports.call_health(&mut store)).await.ok()?;
         self.idle.lock().expect("idle lock").push((store, instance));
         Some(status)
     }
 
     pub async fn close(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().expect("idle lock"));
+        let budget = Duration::from_secs(5);
         for (mut store, instance) in idle {
-            self.runtime.arm(&mut store, Duration::from_secs(5));
-            let _ = instance
-                .replicator_plugin_driver()
-                .call_close(&mut store)
-                .await;
+            self.runtime.arm(&mut store, budget);
+            let exports = instance.replicator_plugin_driver();
+            let _ = within(budget, exports.call_close(&mut store)).await;
         }
     }
 }

@@ -16,7 +16,8 @@ impl AllowedHost {
     pub fn parse(text: &str) -> Result<AllowedHost, String> {
         let text = text.trim();
         let (host, port) = match text.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+            // `[::1]` is an address without a port; `[::1]:8080` and `host:8080` have one.
+            Some((h, p)) if !text.ends_with(']') && (!h.contains(':') || h.starts_with('[')) => {
                 let port = p
                     .parse::<u16>()
                     .map_err(|_| format!("\"{text}\": the port must be a number"))?;
@@ -40,6 +41,9 @@ pub struct Egress {
     plugin: Arc<str>,
     allowed: Arc<Vec<AllowedHost>>,
     denied: prometheus_client::metrics::counter::Counter,
+    /// `host:port` of each request refused since [`Egress::take_refused`]: a guest's own error
+    /// for it may say nothing of the allow-list.
+    refused: Vec<String>,
 }
 
 impl Egress {
@@ -52,6 +56,7 @@ impl Egress {
             plugin,
             allowed,
             denied,
+            refused: Vec::new(),
         }
     }
 
@@ -61,7 +66,13 @@ impl Egress {
             plugin,
             allowed: Arc::new(Vec::new()),
             denied,
+            refused: Vec::new(),
         }
+    }
+
+    /// The requests refused since the last call (each `host:port` once).
+    pub fn take_refused(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.refused)
     }
 
     fn allows(&self, host: &str, port: u16) -> bool {
@@ -103,6 +114,10 @@ impl WasiHttpHooks for Egress {
         if !self.allows(&host, port) {
             self.denied.inc();
             tracing::warn!(plugin = %self.plugin, host = %host, port, "outbound request refused: host not in the plugin's allowHosts");
+            let target = format!("{host}:{port}");
+            if !self.refused.contains(&target) {
+                self.refused.push(target);
+            }
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         Box::new(async move {
@@ -133,6 +148,14 @@ mod tests {
             "search.example.com"
         );
         assert!(AllowedHost::parse("http://x/y").is_err());
+        for (text, host, port) in [
+            ("[::1]", "::1", None),
+            ("[::1]:8080", "::1", Some(8080)),
+            ("::1", "::1", None),
+        ] {
+            let parsed = AllowedHost::parse(text).unwrap();
+            assert_eq!((parsed.host.as_str(), parsed.port), (host, port), "{text}");
+        }
         let e = Egress::new(
             "p".into(),
             Arc::new(vec![AllowedHost::parse("localhost:80").unwrap()]),

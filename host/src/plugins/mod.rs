@@ -19,7 +19,9 @@ pub use runtime::Runtime;
 /// The driver interface's types, for the wasm driver.
 pub mod driver_types {
     pub use super::bindings::ErrorInfo;
-    pub use super::bindings::driver::exports::replicator::plugin::driver::DriverError;
+    pub use super::bindings::driver::exports::replicator::plugin::driver::{
+        DriverError, ReplicateResult,
+    };
 }
 pub use transform::{Transform, TransformOutcome};
 

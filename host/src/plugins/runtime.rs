@@ -27,6 +27,8 @@ const TICK: Duration = Duration::from_millis(10);
 /// What one instance's store holds.
 pub struct Host {
     pub plugin: Arc<str>,
+    /// The secrets of the plugin's config, masked in its log lines.
+    secrets: Arc<[String]>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub egress: Egress,
@@ -60,8 +62,9 @@ impl WasiHttpView for Host {
 impl super::bindings::batch::replicator::plugin::log::Host for Host {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
-        // Guests cannot flood the log with huge lines.
+        // Guests cannot flood the log with huge lines, nor write their config's secrets to it.
         let message: String = message.chars().take(2000).collect();
+        let message = crate::redact::mask_all(&message, &self.secrets);
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -250,6 +253,7 @@ impl Runtime {
     pub fn store(
         &self,
         plugin: Arc<str>,
+        secrets: Arc<[String]>,
         egress: Egress,
         state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     ) -> Store<Host> {
@@ -267,6 +271,7 @@ impl Runtime {
             .build();
         let host = Host {
             plugin,
+            secrets,
             wasi,
             http: WasiHttpCtx::new(),
             egress,
@@ -297,5 +302,48 @@ impl Runtime {
 
     pub fn denied_requests(&self) -> u64 {
         self.denied.get()
+    }
+}
+
+/// Runs one call into a plugin, its clock started with [`Runtime::arm`], under a deadline of
+/// `budget`. Epoch interruption stops a guest that computes; the timer here stops one that
+/// waits in a host call (a clock's pollable, an HTTP response), where no epoch check runs.
+/// After an error the instance's store must be dropped.
+pub async fn within<T>(
+    budget: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(budget, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                CallError::Deadline(format!("deadline of {budget:?} exceeded"))
+            }
+            _ => CallError::Trap(trap_reason(&e)),
+        }),
+        Err(_) => Err(CallError::Deadline(format!(
+            "deadline of {budget:?} exceeded while waiting in a host call"
+        ))),
+    }
+}
+
+/// Why a call into a plugin did not return; either way its instance is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped: a panic, its memory limit, a bad instruction.
+    #[error("{0}")]
+    Trap(String),
+    /// The call ran past its deadline, computing or waiting.
+    #[error("{0}")]
+    Deadline(String),
+}
+
+/// A trap in words; a memory cap says so.
+fn trap_reason(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") {
+        format!("memory limit exceeded ({text})")
+    } else {
+        text
     }
 }

@@ -2,10 +2,12 @@
 //! isolation of the record that makes an instance trap (the batch is re-run one record at a
 //! time in fresh instances; only that record fails).
 
+use backon::{ExponentialBuilder, Retryable};
 use serde_json::Value;
 use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{self, Func};
 
@@ -13,7 +15,7 @@ use super::bindings::batch::{BatchTransformer, BatchTransformerPre};
 use super::bindings::record::{RecordTransformer, RecordTransformerPre};
 use super::bindings::{EventRef, Outcome, TransformError};
 use super::egress::Egress;
-use super::runtime::{Host, Runtime};
+use super::runtime::{CallError, Host, Runtime, within};
 use super::{PluginError, convert};
 use crate::event::StoredEvent;
 
@@ -60,6 +62,8 @@ fn export(
 
 pub struct Transform {
     pub name: Arc<str>,
+    /// The secrets of its config, masked in its failures and log lines.
+    secrets: Arc<[String]>,
     runtime: Arc<Runtime>,
     pre: Pre,
     config: Vec<u8>,
@@ -93,6 +97,7 @@ impl Transform {
                 PluginError::Refused(path.to_path_buf(), format!("exports neither record-transform nor batch-transform of replicator:plugin@0.1.0: {e:#}"))
             })?),
         };
+        let secrets = crate::redact::secrets_in(config).into();
         let config = if config.is_null() {
             b"{}".to_vec()
         } else {
@@ -104,6 +109,7 @@ impl Transform {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
                 .into(),
+            secrets,
             runtime,
             pre,
             config,
@@ -118,11 +124,13 @@ impl Transform {
         let state = Default::default();
         let mut store = self.runtime.store(
             self.name.clone(),
+            self.secrets.clone(),
             Egress::none(self.name.clone(), self.runtime.denied.clone()),
             state,
         );
         let budget = self.runtime.config().timeout;
         self.runtime.arm(&mut store, budget);
+        let trap = |e: CallError| PluginError::Trap(self.name.to_string(), e.to_string());
         let fail = |e: wasmtime::Error| PluginError::Trap(self.name.to_string(), format!("{e:#}"));
         let init = |r: Result<(), TransformError>| {
             r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)))
@@ -131,29 +139,28 @@ impl Transform {
             Pre::Batch(pre) => pre.instance_pre(),
             Pre::Record(pre) => pre.instance_pre(),
         };
-        let instance = instance_pre
-            .instantiate_async(&mut store)
+        let instance = within(budget, instance_pre.instantiate_async(&mut store))
             .await
-            .map_err(fail)?;
+            .map_err(trap)?;
         Ok(match &self.pre {
             Pre::Batch(_) => {
                 let b = BatchTransformer::new(&mut store, &instance).map_err(fail)?;
+                let exports = b.replicator_plugin_batch_transform();
                 init(
-                    b.replicator_plugin_batch_transform()
-                        .call_init(&mut store, &self.config)
+                    within(budget, exports.call_init(&mut store, &self.config))
                         .await
-                        .map_err(fail)?,
+                        .map_err(trap)?,
                 )?;
                 let f = export(&mut store, &instance, BATCH_INTERFACE, "transform-batch");
                 Instance::Batch(store, f.expect("the bindings found transform-batch"))
             }
             Pre::Record(_) => {
                 let r = RecordTransformer::new(&mut store, &instance).map_err(fail)?;
+                let exports = r.replicator_plugin_record_transform();
                 init(
-                    r.replicator_plugin_record_transform()
-                        .call_init(&mut store, &self.config)
+                    within(budget, exports.call_init(&mut store, &self.config))
                         .await
-                        .map_err(fail)?,
+                        .map_err(trap)?,
                 )?;
                 let f = export(&mut store, &instance, RECORD_INTERFACE, "transform");
                 Instance::Record(store, f.expect("the bindings found transform"))
@@ -169,10 +176,7 @@ impl Transform {
         let pooled = self.idle.lock().expect("idle lock").pop();
         let mut instance = match pooled {
             Some(i) => i,
-            None => match self.instantiate().await {
-                Ok(i) => i,
-                Err(e) => return vec![TransformOutcome::Failed(e.to_string()); events.len()],
-            },
+            None => self.fresh_instance().await,
         };
         match self.call(&mut instance, events).await {
             Ok(outcomes) => {
@@ -191,6 +195,24 @@ impl Transform {
         }
     }
 
+    /// A new instance, retried until one starts. The config was accepted when the transform
+    /// was loaded, so failing to start is the host's condition (its instances or memory used
+    /// up), not the records' fault: they wait rather than being dead-lettered.
+    async fn fresh_instance(&self) -> Instance {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times();
+        (|| self.instantiate())
+            .retry(backoff)
+            .notify(|e, wait| {
+                tracing::warn!(plugin = %self.name, error = %e, retry_in = ?wait, "cannot start a transform instance; its records wait");
+            })
+            .await
+            .expect("retried without a limit")
+    }
+
     /// Calls the component; `Err` when it trapped (deadline, memory, panic).
     async fn call<E: Borrow<StoredEvent> + Sync>(
         &self,
@@ -198,9 +220,8 @@ impl Transform {
         events: &[E],
     ) -> Result<Vec<TransformOutcome>, String> {
         let budget = self.runtime.config().timeout;
-        let trap = |e: wasmtime::Error| {
-            format!("plugin {} trapped: {}", self.name, trap_reason(&e, budget))
-        };
+        let trap = |e: CallError| self.mask(&format!("plugin {} trapped: {e}", self.name));
+        let bad_export = |e: wasmtime::Error| format!("plugin {}: {e:#}", self.name);
         match instance {
             Instance::Batch(store, batch) => {
                 let input: Vec<_> = events
@@ -209,10 +230,9 @@ impl Transform {
                     .collect();
                 let typed = batch
                     .typed::<BatchCall, (Vec<Outcome>,)>(&*store)
-                    .map_err(trap)?;
+                    .map_err(bad_export)?;
                 self.runtime.arm(store, budget);
-                let (outcomes,) = typed
-                    .call_async(&mut *store, (&input,))
+                let (outcomes,) = within(budget, typed.call_async(&mut *store, (&input,)))
                     .await
                     .map_err(trap)?;
                 if outcomes.len() != events.len() {
@@ -235,12 +255,10 @@ impl Transform {
                     let e = e.borrow();
                     let typed = transform
                         .typed::<RecordCall, (Outcome,)>(&*store)
-                        .map_err(trap)?;
+                        .map_err(bad_export)?;
                     self.runtime.arm(store, budget);
-                    let (outcome,) = typed
-                        .call_async(&mut *store, (convert::to_wit_ref(e),))
-                        .await
-                        .map_err(trap)?;
+                    let call = typed.call_async(&mut *store, (convert::to_wit_ref(e),));
+                    let (outcome,) = within(budget, call).await.map_err(trap)?;
                     out.push(self.outcome(outcome, e));
                 }
                 Ok(out)
@@ -259,26 +277,18 @@ impl Transform {
                 .into_iter()
                 .map(|e| convert::from_wit(e, input))
                 .collect::<Result<Vec<_>, _>>(),
-            Outcome::Failed(err) => return TransformOutcome::Failed(error_text(&err)),
+            Outcome::Failed(err) => return TransformOutcome::Failed(self.mask(&error_text(&err))),
         };
         match events {
             Ok(list) => TransformOutcome::Emit(list),
-            Err(e) => TransformOutcome::Failed(format!("plugin {} returned {e}", self.name)),
-        }
-    }
-}
-
-/// A trap's reason in words: a deadline says how long, a memory cap says so.
-pub fn trap_reason(e: &wasmtime::Error, budget: std::time::Duration) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!("deadline of {budget:?} exceeded"),
-        _ => {
-            let text = format!("{e:#}");
-            if text.contains("forcing trap when growing memory") {
-                format!("memory limit exceeded ({text})")
-            } else {
-                text
+            Err(e) => {
+                TransformOutcome::Failed(self.mask(&format!("plugin {} returned {e}", self.name)))
             }
         }
+    }
+
+    /// What the transform said, with its config's secrets masked.
+    fn mask(&self, text: &str) -> String {
+        crate::redact::mask_all(text, &self.secrets)
     }
 }

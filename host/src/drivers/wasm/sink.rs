@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
-use crate::plugins::driver::{DriverPlugin, Trapped};
-use crate::plugins::driver_types::{DriverError, ErrorInfo};
+use crate::plugins::driver::{DriverPlugin, Failure};
+use crate::plugins::driver_types::{DriverError, ErrorInfo, ReplicateResult};
+use crate::plugins::runtime::CallError;
 
 pub struct WasmSink {
     plugin: Arc<DriverPlugin>,
@@ -45,10 +46,56 @@ impl WasmSink {
         }
     }
 
-    /// A trap is the record's fault until proven otherwise: as a batch-level permanent error,
-    /// the pipeline splits the batch down to the record and dead-letters it.
-    fn trapped(&self, t: Trapped) -> DeliveryError {
-        DeliveryError::permanent(format!("driver {} trapped: {}", self.plugin.name, t.0))
+    /// The pipeline's view of a `replicate` call: one result per record, or the batch's error.
+    fn outcome(
+        &self,
+        result: Result<Result<ReplicateResult, DriverError>, Failure>,
+        records: usize,
+    ) -> BatchOutcome {
+        match result {
+            Err(f) => Err(self.failed(f)),
+            Ok(Err(e)) => Err(self.error(e)),
+            Ok(Ok(result)) => {
+                let mut results = vec![Ok(()); records];
+                for failure in result.failed {
+                    // A failure the driver cannot place must not let its record pass as written.
+                    let Some(slot) = results.get_mut(failure.index as usize) else {
+                        return Err(DeliveryError::permanent(format!(
+                            "driver {} reported a failure for record {} of a batch of {}",
+                            self.plugin.name, failure.index, records
+                        )));
+                    };
+                    *slot = Err(self.error(failure.error));
+                }
+                Ok(results)
+            }
+        }
+    }
+
+    /// The driver's words can carry its config (a URL with a password, a token).
+    fn masked(&self, e: DeliveryError) -> DeliveryError {
+        DeliveryError {
+            message: self.plugin.mask(&e.message),
+            ..e
+        }
+    }
+
+    fn failed(&self, f: Failure) -> DeliveryError {
+        let name = &self.plugin.name;
+        match f {
+            // A trap is the record's fault until proven otherwise: as a batch-level permanent
+            // error, the pipeline splits the batch down to the record and dead-letters it.
+            Failure::Call(CallError::Trap(m)) => {
+                DeliveryError::permanent(format!("driver {name} trapped: {m}"))
+            }
+            // A destination that is slow to answer looks the same from here: an attempt spent.
+            Failure::Call(CallError::Deadline(m)) => {
+                DeliveryError::transient(format!("driver {name}: {m} (instance replaced)"))
+            }
+            Failure::NoInstance(m) => DeliveryError::unavailable(format!(
+                "driver {name} could not start an instance: {m}"
+            )),
+        }
     }
 }
 
@@ -57,11 +104,8 @@ impl Driver for WasmSink {
     async fn init(&self) -> Result<(), DeliveryError> {
         match self.plugin.init().await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.error(e)),
-            Err(t) => Err(DeliveryError::unavailable(format!(
-                "driver {} trapped in init: {}",
-                self.plugin.name, t.0
-            ))),
+            Ok(Err(e)) => Err(self.masked(self.error(e))),
+            Err(f) => Err(self.masked(self.failed(f))),
         }
     }
 
@@ -70,18 +114,25 @@ impl Driver for WasmSink {
             .iter()
             .map(|d| crate::plugins::to_wit(&d.event, d.destination()))
             .collect();
-        match self.plugin.replicate(&events, self.timeout).await {
-            Err(t) => Err(self.trapped(t)),
-            Ok(Err(e)) => Err(self.error(e)),
-            Ok(Ok(result)) => {
-                let mut results = vec![Ok(()); batch.len()];
-                for failure in result.failed {
-                    if let Some(slot) = results.get_mut(failure.index as usize) {
-                        *slot = Err(self.error(failure.error));
-                    }
-                }
-                Ok(results)
-            }
+        let replicated = self.plugin.replicate(&events, self.timeout).await;
+        let outcome = self.outcome(replicated.result, batch.len());
+        // The host's own reason goes with the driver's, which may not name the allow-list.
+        let refused = match replicated.refused.as_slice() {
+            [] => String::new(),
+            hosts => format!(
+                "; the host refused its requests to {} (not in allowHosts)",
+                hosts.join(", ")
+            ),
+        };
+        let why = |e: DeliveryError| {
+            self.masked(DeliveryError {
+                message: format!("{}{refused}", e.message),
+                ..e
+            })
+        };
+        match outcome {
+            Ok(results) => Ok(results.into_iter().map(|r| r.map_err(why)).collect()),
+            Err(e) => Err(why(e)),
         }
     }
 
