@@ -348,10 +348,14 @@ async fn the_secrets_of_a_wasm_drivers_config_are_masked_in_what_it_says() {
     let host = Host::start(&config).await;
     host.send(insert("users", "u1", json!({"name": "Ana"})))
         .await;
-    let status = eventually(Duration::from_secs(20), "the refusal in the status", || async {
-        let r = host.replicator("search").await;
-        r["lastError"].is_string().then_some(r)
-    })
+    let status = eventually(
+        Duration::from_secs(20),
+        "the refusal in the status",
+        || async {
+            let r = host.replicator("search").await;
+            r["lastError"].is_string().then_some(r)
+        },
+    )
     .await;
     let error = status["lastError"].as_str().unwrap();
     assert!(
@@ -446,7 +450,10 @@ async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
     for d in &dl {
         let error = d["error"].as_str().unwrap().to_lowercase();
         assert!(
-            error.contains(&format!("refused its requests to localhost:{} (not in allowhosts)", allowed.port)),
+            error.contains(&format!(
+                "refused its requests to localhost:{} (not in allowhosts)",
+                allowed.port
+            )),
             "the reason names the refused request: {d}"
         );
     }

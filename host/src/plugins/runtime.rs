@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -33,7 +33,7 @@ pub struct Host {
     http: WasiHttpCtx,
     pub egress: Egress,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
     /// The running call must end by then.
     pub deadline: Instant,
     /// The driver's key/value state (drivers only).
@@ -262,13 +262,16 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.config.memory_limit)
-            .instances(64)
-            .tables(64)
-            .memories(8)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Limits {
+            counts: StoreLimitsBuilder::new()
+                .instances(64)
+                .tables(64)
+                .memories(8)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_limit: self.config.memory_limit,
+            memory_used: 0,
+        };
         let host = Host {
             plugin,
             secrets,
@@ -327,6 +330,65 @@ pub async fn within<T>(
     }
 }
 
+/// An instance's limits: `memory_limit` caps its linear memory summed over all its memories
+/// (a component may have several), on top of wasmtime's counts of instances, tables, memories.
+struct Limits {
+    counts: StoreLimits,
+    memory_limit: usize,
+    memory_used: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let used = self.memory_used.saturating_sub(current) + desired;
+        if used > self.memory_limit {
+            wasmtime::bail!(
+                "memory limit exceeded: the instance asked for {used} bytes of linear memory, {} allowed",
+                self.memory_limit
+            );
+        }
+        let allowed = self.counts.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_used = used;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.counts.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.counts.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
+    }
+}
+
 /// Why a call into a plugin did not return; either way its instance is gone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -338,12 +400,34 @@ pub enum CallError {
     Deadline(String),
 }
 
-/// A trap in words; a memory cap says so.
+/// A trap in words; a memory that could not grow says so.
 fn trap_reason(e: &wasmtime::Error) -> String {
     let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") {
+    if text.contains("forcing a memory growth failure") {
         format!("memory limit exceeded ({text})")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_an_instance() {
+        const MIB: usize = 1 << 20;
+        let mut limits = Limits {
+            counts: StoreLimitsBuilder::new().build(),
+            memory_limit: 32 * MIB,
+            memory_used: 0,
+        };
+        assert!(limits.memory_growing(0, 20 * MIB, None).unwrap());
+        assert!(limits.memory_growing(20 * MIB, 24 * MIB, None).unwrap());
+        // A second memory of 10 MiB would bring the instance to 34 MiB.
+        let e = limits.memory_growing(0, 10 * MIB, None).unwrap_err();
+        assert!(e.to_string().contains("memory limit exceeded"), "{e}");
+        assert!(limits.memory_growing(0, 8 * MIB, None).unwrap());
+        assert_eq!(limits.memory_used, 32 * MIB);
     }
 }
