@@ -82,6 +82,48 @@ fn plugin_check_names_the_world_and_what_the_sandbox_grants() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid WebAssembly component"));
 }
 
+#[test]
+fn plugin_compile_fills_the_cache_or_says_why_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let compile = |cache: &std::path::Path| {
+        Command::new(binary())
+            .args(["plugin", "compile"])
+            .arg(guest("rust-transform"))
+            .arg("--cache-dir")
+            .arg(cache)
+            .output()
+            .unwrap()
+    };
+    let cache = dir.path().join("cache");
+    let out = compile(&cache);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{text}");
+    assert!(
+        text.contains(&*artifacts[0].path().to_string_lossy()),
+        "{text}"
+    );
+    // A cache directory that cannot be made (its parent is a file): an error, not a success.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = compile(&blocker.join("cache"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write the compiled plugin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn transforms_in_rust_javascript_and_python_end_to_end() {
     let pg = Pg::connect("transform").await;
@@ -368,6 +410,33 @@ async fn the_secrets_of_a_wasm_drivers_config_are_masked_in_what_it_says() {
 }
 
 #[tokio::test]
+async fn a_wasm_drivers_largest_batch_bounds_the_replicators_batches() {
+    let search = Receiver::start().await;
+    search.respond_with(bulk_api);
+    // The example driver's `describe` says 500.
+    let config = format!(
+        "batchSize: 1000\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    );
+    let host = Host::start(&config).await;
+    let events: Vec<Value> = (0..1200)
+        .map(|i| insert("users", &format!("u{i}"), json!({"n": i})))
+        .collect();
+    host.send(Value::Array(events)).await;
+    let status = host.drained("search").await;
+    assert_eq!(status["deadLettered"], 0, "{status}");
+    let sizes: Vec<usize> = search
+        .received()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).lines().count() / 2)
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 1200, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 500), "{sizes:?}");
+}
+
+#[tokio::test]
 async fn a_rust_driver_delivers_to_a_real_bulk_api() {
     let search = Receiver::start().await;
     search.respond_with(bulk_api);
@@ -484,7 +553,11 @@ async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
         .unwrap();
     let denied: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("replicator_plugin_requests_denied_total "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "replicator_plugin_requests_denied_total{plugin=\"driver-forbidden-host.wasm\"} ",
+            )
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(denied >= 1.0, "{metrics}");

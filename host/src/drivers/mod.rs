@@ -90,6 +90,12 @@ pub trait Driver: Send + Sync {
     /// Releases connections.
     async fn close(&self) {}
 
+    /// The largest batch the destination takes, when it says (a Wasm driver's `describe`); the
+    /// replicator's `batchSize` is lowered to it.
+    fn max_batch_size(&self) -> Option<usize> {
+        None
+    }
+
     /// Requests sent to the destination so far (for cost figures), when the driver counts them.
     fn requests_made(&self) -> u64 {
         0

@@ -115,18 +115,23 @@ impl Pipeline {
                         _ => None,
                     });
                 }
+                let driver =
+                    crate::drivers::build(&r.driver_config, plugins.as_ref(), r.delivery.timeout)
+                        .await
+                        .map_err(plugin_error)?;
+                let mut policy = r.delivery.clone();
+                if let Some(max) = driver.max_batch_size()
+                    && max < policy.batch_size
+                {
+                    tracing::info!(replicator = %r.id, batch_size = max, "batchSize lowered to the largest batch the driver takes");
+                    policy.batch_size = max;
+                }
                 let worker = Worker::new(WorkerParts {
                     id: r.id.clone(),
                     routes: r.routes.clone(),
                     transforms,
-                    driver: crate::drivers::build(
-                        &r.driver_config,
-                        plugins.as_ref(),
-                        r.delivery.timeout,
-                    )
-                    .await
-                    .map_err(plugin_error)?,
-                    policy: r.delivery.clone(),
+                    driver,
+                    policy,
                     journal: journal.clone(),
                     telemetry: telemetry.clone(),
                     stats: stats.clone(),

@@ -39,7 +39,7 @@ pub struct Metrics {
     pub journal_to_delivered: Latency,
     pub destination_call: Latency,
     pub destination_requests: Family<ReplicatorLabel, Counter>,
-    pub plugin_requests_denied: Counter,
+    pub plugin_requests_denied: crate::plugins::egress::DeniedRequests,
 }
 
 impl Default for Metrics {
@@ -57,7 +57,7 @@ impl Default for Metrics {
         let journal_to_delivered: Latency = Family::new_with_constructor(latency_histogram);
         let destination_call: Latency = Family::new_with_constructor(latency_histogram);
         let destination_requests = Family::default();
-        let plugin_requests_denied = Counter::default();
+        let plugin_requests_denied = crate::plugins::egress::DeniedRequests::default();
         registry.register(
             "events_accepted",
             "Events made durable by intake",
@@ -120,7 +120,7 @@ impl Default for Metrics {
         );
         registry.register(
             "plugin_requests_denied",
-            "Outbound requests of driver plugins refused by their allowHosts",
+            "Outbound requests of plugins refused by their allowHosts, per plugin",
             plugin_requests_denied.clone(),
         );
         Metrics {

@@ -88,11 +88,7 @@ impl DriverPlugin {
         let mut store = runtime.store(
             name.clone(),
             secrets.clone(),
-            Egress::new(
-                name.clone(),
-                Arc::new(allowed.clone()),
-                runtime.denied.clone(),
-            ),
+            Egress::new(name.clone(), Arc::new(allowed.clone()), &runtime.denied),
             state.clone(),
         );
         let budget = runtime.config().timeout;
@@ -131,7 +127,7 @@ impl DriverPlugin {
         let egress = Egress::new(
             self.name.clone(),
             self.allowed.clone(),
-            self.runtime.denied.clone(),
+            &self.runtime.denied,
         );
         let mut store = self.runtime.store(
             self.name.clone(),

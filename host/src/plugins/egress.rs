@@ -2,6 +2,9 @@
 //! lookup or connection; refusals are counted and logged by the host (guests may hide them).
 
 use http_body_util::BodyExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -36,22 +39,31 @@ impl AllowedHost {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
+/// Refused requests, per plugin (`replicator_plugin_requests_denied_total`).
+pub type DeniedRequests = Family<PluginLabel, Counter>;
+
 /// The policy of one plugin instance.
 pub struct Egress {
     plugin: Arc<str>,
     allowed: Arc<Vec<AllowedHost>>,
-    denied: prometheus_client::metrics::counter::Counter,
+    denied: Counter,
     /// `host:port` of each request refused since [`Egress::take_refused`]: a guest's own error
     /// for it may say nothing of the allow-list.
     refused: Vec<String>,
 }
 
 impl Egress {
-    pub fn new(
-        plugin: Arc<str>,
-        allowed: Arc<Vec<AllowedHost>>,
-        denied: prometheus_client::metrics::counter::Counter,
-    ) -> Self {
+    pub fn new(plugin: Arc<str>, allowed: Arc<Vec<AllowedHost>>, denied: &DeniedRequests) -> Self {
+        let denied = denied
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .clone();
         Egress {
             plugin,
             allowed,
@@ -61,13 +73,8 @@ impl Egress {
     }
 
     /// No network at all (transforms).
-    pub fn none(plugin: Arc<str>, denied: prometheus_client::metrics::counter::Counter) -> Self {
-        Egress {
-            plugin,
-            allowed: Arc::new(Vec::new()),
-            denied,
-            refused: Vec::new(),
-        }
+    pub fn none(plugin: Arc<str>, denied: &DeniedRequests) -> Self {
+        Egress::new(plugin, Arc::new(Vec::new()), denied)
     }
 
     /// The requests refused since the last call (each `host:port` once).
@@ -159,7 +166,7 @@ mod tests {
         let e = Egress::new(
             "p".into(),
             Arc::new(vec![AllowedHost::parse("localhost:80").unwrap()]),
-            Default::default(),
+            &Default::default(),
         );
         assert!(e.allows("LOCALHOST", 80));
         assert!(!e.allows("localhost", 81));

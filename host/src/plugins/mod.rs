@@ -37,6 +37,8 @@ pub enum PluginError {
     Config(String, String),
     #[error("plugin {0} trapped: {1}")]
     Trap(String, String),
+    #[error("cannot write the compiled plugin to {path}: {reason}", path = .0.display(), reason = .1)]
+    Cache(PathBuf, String),
     #[error("Wasm engine: {0}")]
     Engine(String),
 }

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::PluginError;
 use super::bindings::Level;
-use super::egress::Egress;
+use super::egress::{DeniedRequests, Egress};
 use crate::config::PluginsConfig;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -109,14 +109,11 @@ pub struct Runtime {
     pub engine: Engine,
     config: PluginsConfig,
     /// Outbound requests refused by an allow-list, per plugin.
-    pub denied: prometheus_client::metrics::counter::Counter,
+    pub denied: DeniedRequests,
 }
 
 impl Runtime {
-    pub fn new(
-        config: PluginsConfig,
-        denied: prometheus_client::metrics::counter::Counter,
-    ) -> Result<Arc<Runtime>, PluginError> {
+    pub fn new(config: PluginsConfig, denied: DeniedRequests) -> Result<Arc<Runtime>, PluginError> {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
@@ -165,26 +162,36 @@ impl Runtime {
 
     /// Loads a component, from the cache of precompiled artifacts when this host made one.
     pub fn load(&self, path: &Path) -> Result<Component, PluginError> {
-        let wasm = std::fs::read(path)
-            .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
-        let cached = self.artifact_path(&wasm);
-        if let Some(component) = self.load_cached(&cached) {
-            return Ok(component);
-        }
-        let component = Component::new(&self.engine, &wasm)
-            .map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
-        if let Err(e) = self.store_cached(&cached, &component) {
+        let (component, cached, stored) = self.compile(path)?;
+        if let Err(e) = stored {
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled again next time");
         }
         Ok(component)
     }
 
-    /// Compiles into the cache and returns where the artifact is.
+    /// Compiles into the cache and returns where the artifact is; failing to store it is an error.
     pub fn precompile(&self, path: &Path) -> Result<PathBuf, PluginError> {
-        self.load(path)?;
+        let (_, cached, stored) = self.compile(path)?;
+        stored.map_err(|e| PluginError::Cache(cached.clone(), e))?;
+        Ok(cached)
+    }
+
+    /// The component from the cache, or compiled and stored there: with the artifact's path
+    /// and whether storing it (when it was compiled) worked.
+    fn compile(
+        &self,
+        path: &Path,
+    ) -> Result<(Component, PathBuf, Result<(), String>), PluginError> {
         let wasm = std::fs::read(path)
             .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
-        Ok(self.artifact_path(&wasm))
+        let cached = self.artifact_path(&wasm);
+        if let Some(component) = self.load_cached(&cached) {
+            return Ok((component, cached, Ok(())));
+        }
+        let component = Component::new(&self.engine, &wasm)
+            .map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
+        let stored = self.store_cached(&cached, &component);
+        Ok((component, cached, stored))
     }
 
     fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
@@ -301,10 +308,6 @@ impl Runtime {
     pub fn arm(&self, store: &mut Store<Host>, budget: Duration) {
         store.data_mut().deadline = Instant::now() + budget;
         store.set_epoch_deadline(1);
-    }
-
-    pub fn denied_requests(&self) -> u64 {
-        self.denied.get()
     }
 }
 

@@ -125,7 +125,7 @@ impl Transform {
         let mut store = self.runtime.store(
             self.name.clone(),
             self.secrets.clone(),
-            Egress::none(self.name.clone(), self.runtime.denied.clone()),
+            Egress::none(self.name.clone(), &self.runtime.denied),
             state,
         );
         let budget = self.runtime.config().timeout;

@@ -139,4 +139,9 @@ impl Driver for WasmSink {
     async fn close(&self) {
         self.plugin.close().await;
     }
+
+    fn max_batch_size(&self) -> Option<usize> {
+        // 0: the driver sets no limit of its own.
+        (self.plugin.info.max_batch_size > 0).then_some(self.plugin.info.max_batch_size as usize)
+    }
 }
