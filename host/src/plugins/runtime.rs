@@ -1,6 +1,7 @@
 //! The Wasm engine: one per process, with epoch interruption (a ticker thread), the pooling
 //! allocator, a memory cap per instance, and a cache of precompiled components keyed by the
-//! component's hash and the engine's compatibility hash (only artifacts this host wrote).
+//! component's hash and the engine's compatibility hash (an artifact loads only if it matches
+//! the digest recorded with it; the cache directory is trusted like the binary).
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -211,8 +212,9 @@ impl Runtime {
             tracing::warn!(path = %path.display(), "cached plugin artifact does not match its digest; recompiling");
             return None;
         }
-        // SAFETY: the artifact was written by this host for this engine configuration (the file
-        // name carries the compatibility hash) and its digest was checked above.
+        // SAFETY: the cache directory is trusted like the binary (docs/plugins.md); artifacts
+        // there are written by the host for this engine configuration (the file name carries
+        // the compatibility hash), and the digest check above rules out a torn or damaged file.
         unsafe { Component::deserialize(&self.engine, &bytes) }.ok()
     }
 
