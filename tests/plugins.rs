@@ -70,7 +70,36 @@ fn plugin_check_names_the_world_and_what_the_sandbox_grants() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A batch transform built against an interface version the host does not link (WASIp3):
+    // the names pass, linking as the service would does not.
     let dir = tempfile::tempdir().unwrap();
+    let mistyped = dir.path().join("mistyped.wasm");
+    std::fs::write(
+        &mistyped,
+        wat::parse_str(
+            r#"(component
+                (import "wasi:cli/environment@0.3.0" (instance
+                    (export "get-arguments" (func (result (list string))))))
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $t (export "init" (func $f)) (export "transform-batch" (func $f)))
+                (export "replicator:plugin/batch-transform@0.1.0" (instance $t)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["plugin", "check"])
+        .arg(&mistyped)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("the host cannot link it") && text.contains("wasi:cli/environment@0.3.0"),
+        "{text}"
+    );
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"not wasm").unwrap();
     let out = Command::new(binary())

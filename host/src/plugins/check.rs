@@ -79,7 +79,7 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
         .filter(|i| i.starts_with("wasi:sockets/"))
         .map(|i| format!("{i}: linked, but every connection is denied (drivers reach the network through wasi:http only)"))
         .collect();
-    let refused = imports
+    let mut refused: Vec<String> = imports
         .iter()
         .filter_map(|i| {
             if ALWAYS.iter().any(|p| i.starts_with(p))
@@ -96,6 +96,20 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
             }
         })
         .collect();
+    // The names say which world; linking as the service would says whether it will load
+    // (interface versions, function types).
+    if refused.is_empty() {
+        let linked = match world {
+            Some(World::SinkDriver) => super::driver::prepare(runtime, &component, path).map(drop),
+            Some(_) => super::transform::prepare(runtime, &component, path).map(drop),
+            None => Ok(()),
+        };
+        if let Err(PluginError::Refused(_, reason)) = linked {
+            refused.push(format!("the host cannot link it: {reason}"));
+        } else {
+            linked?;
+        }
+    }
     Ok(Report {
         world,
         imports,

@@ -57,6 +57,28 @@ impl From<Result<Result<ReplicateResult, DriverError>, Failure>> for Replicated 
     }
 }
 
+/// Links a driver component with the sandbox and type-checks its export (`plugin check` does
+/// the same).
+pub(super) fn prepare(
+    runtime: &Runtime,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<SinkDriverPre<Host>, PluginError> {
+    let refused = |e: wasmtime::Error| PluginError::Refused(path.to_path_buf(), format!("{e:#}"));
+    SinkDriverPre::new(
+        runtime
+            .linker(true)?
+            .instantiate_pre(component)
+            .map_err(refused)?,
+    )
+    .map_err(|e| {
+        PluginError::Refused(
+            path.to_path_buf(),
+            format!("does not export the driver interface of replicator:plugin@0.1.0: {e:#}"),
+        )
+    })
+}
+
 impl DriverPlugin {
     /// Compiles (or loads from the cache), checks the world and asks the driver to describe itself.
     pub async fn load(
@@ -65,19 +87,7 @@ impl DriverPlugin {
         config: &Value,
         allowed: Vec<AllowedHost>,
     ) -> Result<Arc<DriverPlugin>, PluginError> {
-        let component = runtime.load(path)?;
-        let linker = runtime.linker(true)?;
-        let refused =
-            |e: wasmtime::Error| PluginError::Refused(path.to_path_buf(), format!("{e:#}"));
-        let pre = SinkDriverPre::new(linker.instantiate_pre(&component).map_err(refused)?)
-            .map_err(|e| {
-                PluginError::Refused(
-                    path.to_path_buf(),
-                    format!(
-                        "does not export the driver interface of replicator:plugin@0.1.0: {e:#}"
-                    ),
-                )
-            })?;
+        let pre = prepare(&runtime, &runtime.load(path)?, path)?;
         let name: Arc<str> = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -32,7 +32,7 @@ pub enum TransformOutcome {
 const BATCH_INTERFACE: &str = "replicator:plugin/batch-transform@0.1.0";
 const RECORD_INTERFACE: &str = "replicator:plugin/record-transform@0.1.0";
 
-enum Pre {
+pub(super) enum Pre {
     Batch(BatchTransformerPre<Host>),
     Record(RecordTransformerPre<Host>),
 }
@@ -79,6 +79,25 @@ fn error_text(e: &TransformError) -> String {
     format!("transform {kind} ({}): {}", info.code, info.message)
 }
 
+/// Links a transform component with the sandbox and type-checks its export (`plugin check`
+/// does the same).
+pub(super) fn prepare(
+    runtime: &Runtime,
+    component: &component::Component,
+    path: &Path,
+) -> Result<Pre, PluginError> {
+    let instance_pre = runtime
+        .linker(false)?
+        .instantiate_pre(component)
+        .map_err(|e| PluginError::Refused(path.to_path_buf(), format!("{e:#}")))?;
+    Ok(match BatchTransformerPre::new(instance_pre.clone()) {
+        Ok(p) => Pre::Batch(p),
+        Err(_) => Pre::Record(RecordTransformerPre::new(instance_pre).map_err(|e| {
+            PluginError::Refused(path.to_path_buf(), format!("exports neither record-transform nor batch-transform of replicator:plugin@0.1.0: {e:#}"))
+        })?),
+    })
+}
+
 impl Transform {
     /// Compiles (or loads from the cache) and checks the config with a first instance.
     pub async fn load(
@@ -86,17 +105,7 @@ impl Transform {
         path: &Path,
         config: &Value,
     ) -> Result<Arc<Transform>, PluginError> {
-        let component = runtime.load(path)?;
-        let linker = runtime.linker(false)?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Refused(path.to_path_buf(), format!("{e:#}")))?;
-        let pre = match BatchTransformerPre::new(instance_pre.clone()) {
-            Ok(p) => Pre::Batch(p),
-            Err(_) => Pre::Record(RecordTransformerPre::new(instance_pre).map_err(|e| {
-                PluginError::Refused(path.to_path_buf(), format!("exports neither record-transform nor batch-transform of replicator:plugin@0.1.0: {e:#}"))
-            })?),
-        };
+        let pre = prepare(&runtime, &runtime.load(path)?, path)?;
         let secrets = crate::redact::secrets_in(config).into();
         let config = if config.is_null() {
             b"{}".to_vec()
