@@ -466,6 +466,36 @@ async fn a_wasm_drivers_largest_batch_bounds_the_replicators_batches() {
 }
 
 #[tokio::test]
+async fn a_wasm_drivers_health_shows_in_the_status() {
+    let search = Receiver::start().await;
+    search.respond_with(bulk_api);
+    search.script((0..3).map(|_| Answer {
+        status: 503,
+        retry_after: None,
+    }));
+    let config = format!(
+        "maxRetries: 10\nretryDelay: 300\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    );
+    let host = Host::start(&config).await;
+    host.send(insert("users", "u1", json!({"name": "Ana"})))
+        .await;
+    let status = eventually(Duration::from_secs(20), "a degraded destination", || async {
+        let r = host.replicator("search").await;
+        r["destinationHealth"].is_string().then_some(r)
+    })
+    .await;
+    let health = status["destinationHealth"].as_str().unwrap();
+    assert!(health.starts_with("degraded: ") && health.contains("503"), "{status}");
+    // Once the index answers again, the driver says nothing is wrong.
+    let status = host.drained("search").await;
+    assert_eq!(status["deadLettered"], 0, "{status}");
+    assert!(status.get("destinationHealth").is_none(), "{status}");
+}
+
+#[tokio::test]
 async fn a_rust_driver_delivers_to_a_real_bulk_api() {
     let search = Receiver::start().await;
     search.respond_with(bulk_api);

@@ -15,6 +15,7 @@ use exports::replicator::plugin::driver::{
     DriverError, DriverInfo, EventFailure, Guest, HealthStatus, ReplicateResult, RetryHint,
 };
 use replicator::plugin::log::{Level, log};
+use replicator::plugin::state;
 use replicator::plugin::types::{Action, ErrorInfo, Event};
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -22,6 +23,8 @@ use wstd::http::{Body, Client, Request, Uri};
 
 const NAME: &str = "search-bulk";
 const MAX_BATCH: u32 = 500;
+/// The state key of the last failed bulk request's message.
+const LAST_FAILURE: &str = "last-failure";
 
 struct Config {
     /// Without a trailing slash.
@@ -350,11 +353,24 @@ impl Guest for Driver {
         let c = guard
             .as_ref()
             .ok_or_else(|| bad_config("`replicate` called before `init`"))?;
-        replicate(c, &events)
+        let outcome = replicate(c, &events);
+        // Kept by the host, so every instance of this driver (and `health`) sees it.
+        match &outcome {
+            Err(DriverError::Retryable(h)) => {
+                let _ = state::set(LAST_FAILURE, h.info.message.as_bytes());
+            }
+            _ => state::delete(LAST_FAILURE),
+        }
+        outcome
     }
 
+    /// Degraded while the index's last answer was a failure worth retrying (unreachable, 5xx,
+    /// 429): the host shows it in the replicator's status.
     fn health() -> HealthStatus {
-        HealthStatus::Ok
+        match state::get(LAST_FAILURE) {
+            Some(message) => HealthStatus::Degraded(String::from_utf8_lossy(&message).into_owned()),
+            None => HealthStatus::Ok,
+        }
     }
 
     fn close() -> Result<(), DriverError> {

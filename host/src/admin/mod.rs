@@ -41,6 +41,9 @@ pub struct ReplicatorStatus {
     pub lag_seconds: f64,
     pub cursor: u64,
     pub last_error: Option<String>,
+    /// What the destination says when it is not healthy (Wasm drivers' `health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_health: Option<String>,
 }
 
 pub async fn status(State(app): State<Arc<AppState>>) -> Response {
@@ -70,6 +73,7 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Response {
             },
             cursor: s.cursor(),
             last_error: s.last_error(),
+            destination_health: r.destination_health().await,
         });
     }
     let oldest = app.journal.first_retained().unwrap_or(0);

@@ -90,6 +90,12 @@ pub trait Driver: Send + Sync {
     /// Releases connections.
     async fn close(&self) {}
 
+    /// What the destination says of itself when it is not healthy (a Wasm driver's `health`:
+    /// "degraded: ..." or "unhealthy: ..."); `None` when it is healthy or does not say.
+    async fn health(&self) -> Option<String> {
+        None
+    }
+
     /// The largest batch the destination takes, when it says (a Wasm driver's `describe`); the
     /// replicator's `batchSize` is lowered to it.
     fn max_batch_size(&self) -> Option<usize> {

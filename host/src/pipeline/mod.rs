@@ -41,6 +41,19 @@ pub struct ReplicatorHandle {
     pub driver: DriverKind,
     pub stats: Arc<ReplicatorStats>,
     control: Option<mpsc::Sender<Control>>,
+    /// The running destination (none while the replicator is paused).
+    destination: Option<Arc<dyn crate::drivers::Driver>>,
+}
+
+impl ReplicatorHandle {
+    /// What the destination says when it is not healthy (drivers that tell: Wasm drivers'
+    /// `health`); none when it is, does not say, or does not answer within 2 s.
+    pub async fn destination_health(&self) -> Option<String> {
+        let destination = self.destination.as_ref()?;
+        tokio::time::timeout(Duration::from_secs(2), destination.health())
+            .await
+            .unwrap_or_else(|_| Some("unknown: the driver did not answer within 2s".into()))
+    }
 }
 
 pub struct Pipeline {
@@ -97,7 +110,7 @@ impl Pipeline {
                     State::Paused
                 },
             ));
-            let control = if running {
+            let (control, destination) = if running {
                 let (tx, rx) = mpsc::channel(64);
                 let plugin_error = |e| PipelineError::Plugin(r.id.clone(), e);
                 let mut transforms = Vec::with_capacity(r.routes.len());
@@ -130,7 +143,7 @@ impl Pipeline {
                     id: r.id.clone(),
                     routes: r.routes.clone(),
                     transforms,
-                    driver,
+                    driver: driver.clone(),
                     policy,
                     journal: journal.clone(),
                     telemetry: telemetry.clone(),
@@ -140,18 +153,19 @@ impl Pipeline {
                     backfills: backfills.clone(),
                 });
                 workers.push(tokio::spawn(worker.run()));
-                Some(tx)
+                (Some(tx), Some(driver))
             } else {
                 stats
                     .initialised
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                None
+                (None, None)
             };
             replicators.push(ReplicatorHandle {
                 id: r.id.clone(),
                 driver: r.driver,
                 stats,
                 control,
+                destination,
             });
         }
         let floors: Vec<Arc<ReplicatorStats>> =

@@ -20,7 +20,7 @@ pub use runtime::Runtime;
 pub mod driver_types {
     pub use super::bindings::ErrorInfo;
     pub use super::bindings::driver::exports::replicator::plugin::driver::{
-        DriverError, ReplicateResult,
+        DriverError, HealthStatus, ReplicateResult,
     };
 }
 pub use transform::{Transform, TransformOutcome};

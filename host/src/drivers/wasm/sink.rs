@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::plugins::driver::{DriverPlugin, Failure};
-use crate::plugins::driver_types::{DriverError, ErrorInfo, ReplicateResult};
+use crate::plugins::driver_types::{DriverError, ErrorInfo, HealthStatus, ReplicateResult};
 use crate::plugins::runtime::CallError;
 
 pub struct WasmSink {
@@ -138,6 +138,16 @@ impl Driver for WasmSink {
 
     async fn close(&self) {
         self.plugin.close().await;
+    }
+
+    async fn health(&self) -> Option<String> {
+        let said = match self.plugin.health().await {
+            Some(HealthStatus::Ok) => return None,
+            Some(HealthStatus::Degraded(m)) => format!("degraded: {m}"),
+            Some(HealthStatus::Unhealthy(m)) => format!("unhealthy: {m}"),
+            None => "unknown: no instance of the driver answered".into(),
+        };
+        Some(self.plugin.mask(&said))
     }
 
     fn max_batch_size(&self) -> Option<usize> {
