@@ -137,10 +137,23 @@ fn plugin_compile_fills_the_cache_or_says_why_it_cannot() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .collect();
     assert_eq!(artifacts.len(), 1, "{text}");
+    let artifact = artifacts[0].path();
+    assert!(text.contains(&*artifact.to_string_lossy()), "{text}");
+    // A damaged artifact is not loaded (deserialising runs its code): it is compiled again.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let out = compile(&cache);
     assert!(
-        text.contains(&*artifacts[0].path().to_string_lossy()),
-        "{text}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let recorded = std::fs::read_to_string(artifact.with_extension("sha256")).unwrap();
+    let now = format!("{:x}", Sha256::digest(std::fs::read(&artifact).unwrap()));
+    assert_eq!(recorded.trim(), now, "the artifact was written again");
+    assert_ne!(std::fs::read(&artifact).unwrap(), bytes);
     // A cache directory that cannot be made (its parent is a file): an error, not a success.
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, b"").unwrap();
@@ -332,7 +345,11 @@ async fn misbehaving_guests_are_contained() {
         "a guest blocked in a host call is stopped too: {reasons:?}"
     );
     assert!(reasons["bad2"].contains("memory"), "{reasons:?}");
-    assert!(reasons["bad3"].contains("trapped"), "{reasons:?}");
+    assert!(
+        reasons["bad3"].contains("trapped")
+            && reasons["bad3"].contains("record bad3 asked to panic"),
+        "a panic's message comes from the guest's stderr: {reasons:?}"
+    );
     assert!(
         reasons["bad4"].contains("sandboxed"),
         "the guest saw no file, socket or environment: {reasons:?}"
@@ -372,6 +389,40 @@ fn bulk_api(body: &[u8]) -> (u16, String) {
         json!({"errors": items.iter().any(|x| x.to_string().contains("400")), "items": items})
             .to_string(),
     )
+}
+
+#[tokio::test]
+async fn a_wasm_driver_that_traps_on_a_record_loses_only_that_record() {
+    let allowed = Receiver::start().await;
+    // The driver's request is allowed here: every batch is written unless it panics.
+    let config = format!(
+        "batchSize: 10\nlinger: 200ms\nreplicators:\n  - id: brittle\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      forbiddenUrl: \"{}\"\n",
+        guest("driver-forbidden-host").display(),
+        allowed.port,
+        allowed.url("/ok")
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("users", "u1", json!({})),
+        insert("users", "u2", json!({"panic": true})),
+        insert("users", "u3", json!({})),
+        insert("users", "u4", json!({})),
+    ]))
+    .await;
+    let status = host.drained("brittle").await;
+    assert_eq!(status["delivered"], 3, "{status}");
+    let dl = host.dead_letters("replicator=brittle").await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0]["recordId"], "u2");
+    let error = dl[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("trapped") && error.contains("asked the driver to panic"),
+        "{error}"
+    );
+    // A fresh instance took over: later records are written.
+    host.send(insert("users", "u5", json!({}))).await;
+    let status = host.drained("brittle").await;
+    assert_eq!(status["delivered"], 4, "{status}");
 }
 
 #[tokio::test]
@@ -482,13 +533,20 @@ async fn a_wasm_drivers_health_shows_in_the_status() {
     let host = Host::start(&config).await;
     host.send(insert("users", "u1", json!({"name": "Ana"})))
         .await;
-    let status = eventually(Duration::from_secs(20), "a degraded destination", || async {
-        let r = host.replicator("search").await;
-        r["destinationHealth"].is_string().then_some(r)
-    })
+    let status = eventually(
+        Duration::from_secs(20),
+        "a degraded destination",
+        || async {
+            let r = host.replicator("search").await;
+            r["destinationHealth"].is_string().then_some(r)
+        },
+    )
     .await;
     let health = status["destinationHealth"].as_str().unwrap();
-    assert!(health.starts_with("degraded: ") && health.contains("503"), "{status}");
+    assert!(
+        health.starts_with("degraded: ") && health.contains("503"),
+        "{status}"
+    );
     // Once the index answers again, the driver says nothing is wrong.
     let status = host.drained("search").await;
     assert_eq!(status["deadLettered"], 0, "{status}");

@@ -179,7 +179,9 @@ impl DriverPlugin {
         };
         self.runtime.arm(&mut store, timeout);
         let exports = instance.replicator_plugin_driver();
-        let result = within(timeout, exports.call_replicate(&mut store, events)).await;
+        let result = within(timeout, exports.call_replicate(&mut store, events))
+            .await
+            .map_err(|e| store.data().explain(e));
         let refused = store.data_mut().egress.take_refused();
         let fatal = |e: &DriverError| matches!(e, DriverError::Fatal(_));
         let broken = match &result {

@@ -9,6 +9,7 @@ mod digest;
 pub mod driver;
 pub mod egress;
 pub mod runtime;
+mod stderr;
 pub mod transform;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::PluginError;
 use super::bindings::Level;
 use super::egress::{DeniedRequests, Egress};
+use super::stderr::StderrTail;
 use crate::config::PluginsConfig;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -30,6 +31,8 @@ pub struct Host {
     pub plugin: Arc<str>,
     /// The secrets of the plugin's config, masked in its log lines.
     secrets: Arc<[String]>,
+    /// The end of the guest's stderr, to explain a trap.
+    stderr: StderrTail,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub egress: Egress,
@@ -266,7 +269,9 @@ impl Runtime {
         egress: Egress,
         state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     ) -> Store<Host> {
+        let stderr = StderrTail::default();
         let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -284,6 +289,7 @@ impl Runtime {
         let host = Host {
             plugin,
             secrets,
+            stderr,
             wasi,
             http: WasiHttpCtx::new(),
             egress,
@@ -309,6 +315,7 @@ impl Runtime {
     /// Starts the clock of one call.
     pub fn arm(&self, store: &mut Store<Host>, budget: Duration) {
         store.data_mut().deadline = Instant::now() + budget;
+        store.data().stderr.clear();
         store.set_epoch_deadline(1);
     }
 }
@@ -394,6 +401,18 @@ impl ResourceLimiter for Limits {
     }
 }
 
+impl Host {
+    /// A trap with what the guest wrote to stderr during the call (a panic's message).
+    pub fn explain(&self, e: CallError) -> CallError {
+        match (e, self.stderr.text()) {
+            (CallError::Trap(m), Some(said)) => {
+                CallError::Trap(format!("{m} (guest stderr: {said})"))
+            }
+            (e, _) => e,
+        }
+    }
+}
+
 /// Why a call into a plugin did not return; either way its instance is gone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -405,10 +424,14 @@ pub enum CallError {
     Deadline(String),
 }
 
-/// A trap in words; a memory that could not grow says so.
+/// A trap in words: its cause without the (symbol-less) wasm backtrace; a memory that could
+/// not grow says so.
 fn trap_reason(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
-    if text.contains("forcing a memory growth failure") {
+    let text = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => e.root_cause().to_string(),
+    };
+    if format!("{e:#}").contains("forcing a memory growth failure") {
         format!("memory limit exceeded ({text})")
     } else {
         text

@@ -243,7 +243,7 @@ impl Transform {
                 self.runtime.arm(store, budget);
                 let (outcomes,) = within(budget, typed.call_async(&mut *store, (&input,)))
                     .await
-                    .map_err(trap)?;
+                    .map_err(|e| trap(store.data().explain(e)))?;
                 if outcomes.len() != events.len() {
                     return Err(format!(
                         "plugin {} returned {} outcomes for {} events",
@@ -267,7 +267,9 @@ impl Transform {
                         .map_err(bad_export)?;
                     self.runtime.arm(store, budget);
                     let call = typed.call_async(&mut *store, (convert::to_wit_ref(e),));
-                    let (outcome,) = within(budget, call).await.map_err(trap)?;
+                    let (outcome,) = within(budget, call)
+                        .await
+                        .map_err(|e| trap(store.data().explain(e)))?;
                     out.push(self.outcome(outcome, e));
                 }
                 Ok(out)

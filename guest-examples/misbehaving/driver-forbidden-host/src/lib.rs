@@ -1,6 +1,7 @@
 //! Misbehaving driver: each `replicate` makes an HTTP GET to the config's `forbiddenUrl`
 //! (which the host's allow-list should refuse) and returns `err(retryable)` with the error
-//! message if the request fails, `ok` (everything written) otherwise.
+//! message if the request fails, `ok` (everything written) otherwise. A batch holding an event
+//! whose `data.panic` is `true` panics instead (the host must isolate that record).
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -55,7 +56,16 @@ impl Guest for Driver {
         Ok(())
     }
 
-    fn replicate(_events: Vec<Event>) -> Result<ReplicateResult, DriverError> {
+    fn replicate(events: Vec<Event>) -> Result<ReplicateResult, DriverError> {
+        let asks_to_panic = |e: &Event| {
+            e.data
+                .as_deref()
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok())
+                .is_some_and(|d| d["panic"] == true)
+        };
+        if events.iter().any(asks_to_panic) {
+            panic!("a record asked the driver to panic");
+        }
         let url = URL
             .lock()
             .unwrap_or_else(|p| p.into_inner())
