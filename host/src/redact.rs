@@ -53,14 +53,22 @@ pub fn secrets_in(config: &serde_json::Value) -> Vec<String> {
     fn walk(v: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
         match v {
             serde_json::Value::String(s) if secret => out.push(s.clone()),
+            serde_json::Value::Number(n) if secret => out.push(n.to_string()),
             serde_json::Value::String(s) => {
-                if let Ok(u) = url::Url::parse(s)
-                    && let Some(p) = u.password()
-                {
+                let Ok(u) = url::Url::parse(s) else {
+                    return;
+                };
+                if let Some(p) = u.password() {
                     out.push(p.to_string());
                     // Messages may show the password as it stood in the URL, or decoded.
                     if let Ok(decoded) = percent_decode(p) {
                         out.push(decoded);
+                    }
+                }
+                // Token-like query values, as `url` masks them.
+                for (k, v) in u.query_pairs() {
+                    if looks_secret(&k) {
+                        out.push(v.into_owned());
                     }
                 }
             }
@@ -121,13 +129,17 @@ mod tests {
     fn finds_the_secrets_of_a_plugin_config() {
         let config = serde_json::json!({
             "url": "https://bot:p%40ss@chat.example/hook",
+            "hook": "https://h/x?api_key=k3y-456&x=1",
+            "apiKey": 12345678,
             "apiToken": "tok-123",
             "auth": {"user": "deploy", "password": "hunter2", "pin": "42"},
             "index": "app",
             "tokenless": 3,
         });
         let secrets = super::secrets_in(&config);
-        for s in ["p%40ss", "p@ss", "tok-123", "deploy", "hunter2"] {
+        for s in [
+            "p%40ss", "p@ss", "tok-123", "deploy", "hunter2", "k3y-456", "12345678",
+        ] {
             assert!(secrets.contains(&s.to_string()), "{s}: {secrets:?}");
         }
         for s in ["app", "42", "https://bot:p%40ss@chat.example/hook"] {

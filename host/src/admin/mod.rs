@@ -51,7 +51,15 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Response {
     let head = app.journal.head();
     let now = chrono::Utc::now().timestamp_millis();
     let mut list = Vec::new();
-    for r in app.pipeline.replicators() {
+    // Asked together: each may take up to its 2 s.
+    let healths = futures::future::join_all(
+        app.pipeline
+            .replicators()
+            .iter()
+            .map(|r| r.destination_health()),
+    )
+    .await;
+    for (r, destination_health) in app.pipeline.replicators().iter().zip(healths) {
         let s = &r.stats;
         let oldest = s.oldest_pending_ms.load(Relaxed) as i64;
         list.push(ReplicatorStatus {
@@ -73,7 +81,7 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Response {
             },
             cursor: s.cursor(),
             last_error: s.last_error(),
-            destination_health: r.destination_health().await,
+            destination_health,
         });
     }
     let oldest = app.journal.first_retained().unwrap_or(0);

@@ -105,7 +105,16 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
             None => Ok(()),
         };
         if let Err(PluginError::Refused(_, reason)) = linked {
-            refused.push(format!("the host cannot link it: {reason}"));
+            let named: Vec<&String> = imports
+                .iter()
+                .filter(|i| reason.contains(i.as_str()))
+                .collect();
+            if named.is_empty() {
+                refused.push(format!("the host cannot link it: {reason}"));
+            }
+            for i in named {
+                refused.push(format!("{i}: the host cannot link it: {reason}"));
+            }
         } else {
             linked?;
         }

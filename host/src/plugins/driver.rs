@@ -198,9 +198,11 @@ impl DriverPlugin {
         }
     }
 
+    /// Asks an idle instance; none is started for it (a status request must not open
+    /// connections, nor outlive `close`). `None` when none is idle or it did not answer.
     pub async fn health(&self) -> Option<HealthStatus> {
-        let (mut store, instance) = self.take().await.ok()?.ok()?;
-        let budget = Duration::from_secs(5);
+        let (mut store, instance) = self.idle.lock().expect("idle lock").pop()?;
+        let budget = Duration::from_secs(2);
         self.runtime.arm(&mut store, budget);
         let exports = instance.replicator_plugin_driver();
         let status = within(budget, exports.call_health(&mut store)).await.ok()?;

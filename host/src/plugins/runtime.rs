@@ -66,9 +66,9 @@ impl WasiHttpView for Host {
 impl super::bindings::batch::replicator::plugin::log::Host for Host {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
-        // Guests cannot flood the log with huge lines, nor write their config's secrets to it.
-        let message: String = message.chars().take(2000).collect();
+        // Guests cannot write their config's secrets to the log, nor flood it with huge lines.
         let message = crate::redact::mask_all(&message, &self.secrets);
+        let message: String = message.chars().take(2000).collect();
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),

@@ -139,10 +139,14 @@ impl Transform {
         );
         let budget = self.runtime.config().timeout;
         self.runtime.arm(&mut store, budget);
-        let trap = |e: CallError| PluginError::Trap(self.name.to_string(), e.to_string());
-        let fail = |e: wasmtime::Error| PluginError::Trap(self.name.to_string(), format!("{e:#}"));
+        // What the guest says can carry its config.
+        let trap =
+            |e: CallError| PluginError::Trap(self.name.to_string(), self.mask(&e.to_string()));
+        let fail = |e: wasmtime::Error| {
+            PluginError::Trap(self.name.to_string(), self.mask(&format!("{e:#}")))
+        };
         let init = |r: Result<(), TransformError>| {
-            r.map_err(|e| PluginError::Config(self.name.to_string(), error_text(&e)))
+            r.map_err(|e| PluginError::Config(self.name.to_string(), self.mask(&error_text(&e))))
         };
         let instance_pre = match &self.pre {
             Pre::Batch(pre) => pre.instance_pre(),
@@ -185,7 +189,13 @@ impl Transform {
         let pooled = self.idle.lock().expect("idle lock").pop();
         let mut instance = match pooled {
             Some(i) => i,
-            None => self.fresh_instance().await,
+            None => match self.fresh_instance().await {
+                Ok(i) => i,
+                Err(e) => {
+                    let reason = format!("no instance of the transform could be started: {e}");
+                    return vec![TransformOutcome::Failed(reason); events.len()];
+                }
+            },
         };
         match self.call(&mut instance, events).await {
             Ok(outcomes) => {
@@ -204,22 +214,22 @@ impl Transform {
         }
     }
 
-    /// A new instance, retried until one starts. The config was accepted when the transform
+    /// A new instance, retried for about a minute. The config was accepted when the transform
     /// was loaded, so failing to start is the host's condition (its instances or memory used
-    /// up), not the records' fault: they wait rather than being dead-lettered.
-    async fn fresh_instance(&self) -> Instance {
+    /// up): the records wait for it, but not forever (the replicator would stop with them), so
+    /// after that they fail with the reason and can be redriven.
+    async fn fresh_instance(&self) -> Result<Instance, PluginError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
             .with_jitter()
-            .without_max_times();
+            .with_max_times(10);
         (|| self.instantiate())
             .retry(backoff)
             .notify(|e, wait| {
                 tracing::warn!(plugin = %self.name, error = %e, retry_in = ?wait, "cannot start a transform instance; its records wait");
             })
             .await
-            .expect("retried without a limit")
     }
 
     /// Calls the component; `Err` when it trapped (deadline, memory, panic).

@@ -141,11 +141,10 @@ impl Driver for WasmSink {
     }
 
     async fn health(&self) -> Option<String> {
-        let said = match self.plugin.health().await {
-            Some(HealthStatus::Ok) => return None,
-            Some(HealthStatus::Degraded(m)) => format!("degraded: {m}"),
-            Some(HealthStatus::Unhealthy(m)) => format!("unhealthy: {m}"),
-            None => "unknown: no instance of the driver answered".into(),
+        let said = match self.plugin.health().await? {
+            HealthStatus::Ok => return None,
+            HealthStatus::Degraded(m) => format!("degraded: {m}"),
+            HealthStatus::Unhealthy(m) => format!("unhealthy: {m}"),
         };
         Some(self.plugin.mask(&said))
     }
