@@ -46,10 +46,29 @@ fn looks_secret(name: &str) -> bool {
     .any(|s| name.contains(s))
 }
 
-/// The secrets in a plugin's JSON config, to mask in what the plugin says (its log lines and
-/// errors): the string values of secret-looking keys (and everything under them), and URL
-/// passwords. Strings under 4 characters are left out: masking them would garble words.
-pub fn secrets_in(config: &serde_json::Value) -> Vec<String> {
+/// The secrets of a plugin's config, to mask in what the plugin says (its log lines, errors,
+/// trap messages). Cheap to clone: every instance of the plugin shares them.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(std::sync::Arc<[String]>);
+
+impl Secrets {
+    /// The secrets in a plugin's JSON config: see [`secrets_in`].
+    pub fn in_config(config: &serde_json::Value) -> Secrets {
+        Secrets(secrets_in(config).into())
+    }
+
+    /// `text` with every secret masked.
+    pub fn mask(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_string(), |text, secret| mask(&text, secret))
+    }
+}
+
+/// The string values of secret-looking keys (and everything under them), numbers included,
+/// URL passwords and token-like query values. Strings under 4 characters are left out:
+/// masking them would garble words.
+fn secrets_in(config: &serde_json::Value) -> Vec<String> {
     fn walk(v: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
         match v {
             serde_json::Value::String(s) if secret => out.push(s.clone()),
@@ -92,13 +111,6 @@ fn percent_decode(text: &str) -> Result<String, std::str::Utf8Error> {
     percent_encoding::percent_decode_str(text)
         .decode_utf8()
         .map(|s| s.into_owned())
-}
-
-/// Masks every secret of [`secrets_in`] in `text`.
-pub fn mask_all(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_string(), |text, secret| mask(&text, secret))
 }
 
 /// Masks every occurrence of `secret` in `text` (for messages of libraries that echo input).
@@ -146,10 +158,8 @@ mod tests {
             assert!(!secrets.contains(&s.to_string()), "{s}: {secrets:?}");
         }
         assert_eq!(
-            super::mask_all(
-                "GET https://bot:p%40ss@chat.example/hook: 401 for tok-123",
-                &secrets
-            ),
+            super::Secrets::in_config(&config)
+                .mask("GET https://bot:p%40ss@chat.example/hook: 401 for tok-123"),
             "GET https://bot:***@chat.example/hook: 401 for ***"
         );
     }

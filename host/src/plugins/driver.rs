@@ -17,11 +17,12 @@ use super::bindings::driver::exports::replicator::plugin::driver::{
 use super::bindings::driver::{SinkDriver, SinkDriverPre};
 use super::egress::{AllowedHost, Egress};
 use super::runtime::{CallError, Host, Runtime, within};
+use crate::redact::Secrets;
 
 pub struct DriverPlugin {
     pub name: Arc<str>,
-    /// The secrets of its config, masked in what it says ([`DriverPlugin::mask`]).
-    secrets: Arc<[String]>,
+    /// The secrets of its config, masked in what it says.
+    pub secrets: Secrets,
     runtime: Arc<Runtime>,
     pre: SinkDriverPre<Host>,
     config: Vec<u8>,
@@ -41,15 +42,18 @@ pub enum Failure {
     NoInstance(String),
 }
 
+/// A `replicate` call's answer: the driver's own result, or no answer at all.
+pub type Answer = Result<Result<ReplicateResult, DriverError>, Failure>;
+
 /// What a `replicate` call came to.
 pub struct Replicated {
-    pub result: Result<Result<ReplicateResult, DriverError>, Failure>,
+    pub result: Answer,
     /// `host:port` of the requests the allow-list refused during the call.
     pub refused: Vec<String>,
 }
 
-impl From<Result<Result<ReplicateResult, DriverError>, Failure>> for Replicated {
-    fn from(result: Result<Result<ReplicateResult, DriverError>, Failure>) -> Self {
+impl From<Answer> for Replicated {
+    fn from(result: Answer) -> Self {
         Replicated {
             result,
             refused: Vec::new(),
@@ -94,7 +98,7 @@ impl DriverPlugin {
             .unwrap_or_default()
             .into();
         let state: Arc<Mutex<HashMap<String, Vec<u8>>>> = Default::default();
-        let secrets: Arc<[String]> = crate::redact::secrets_in(config).into();
+        let secrets = Secrets::in_config(config);
         let mut store = runtime.store(
             name.clone(),
             secrets.clone(),
@@ -122,11 +126,6 @@ impl DriverPlugin {
             idle: Mutex::new(Vec::new()),
             info,
         }))
-    }
-
-    /// `text` from the driver (its errors, a trap's message) with its config's secrets masked.
-    pub fn mask(&self, text: &str) -> String {
-        crate::redact::mask_all(text, &self.secrets)
     }
 
     /// A ready instance: a kept one, or a new one that accepted its config.

@@ -21,7 +21,7 @@ pub use runtime::Runtime;
 pub mod driver_types {
     pub use super::bindings::ErrorInfo;
     pub use super::bindings::driver::exports::replicator::plugin::driver::{
-        DriverError, HealthStatus, ReplicateResult,
+        DriverError, HealthStatus,
     };
 }
 pub use transform::{Transform, TransformOutcome};

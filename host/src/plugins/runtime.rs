@@ -22,6 +22,7 @@ use super::bindings::Level;
 use super::egress::{DeniedRequests, Egress};
 use super::stderr::StderrTail;
 use crate::config::PluginsConfig;
+use crate::redact::Secrets;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -30,7 +31,7 @@ const TICK: Duration = Duration::from_millis(10);
 pub struct Host {
     pub plugin: Arc<str>,
     /// The secrets of the plugin's config, masked in its log lines.
-    secrets: Arc<[String]>,
+    secrets: Secrets,
     /// The end of the guest's stderr, to explain a trap.
     stderr: StderrTail,
     wasi: WasiCtx,
@@ -67,7 +68,7 @@ impl super::bindings::batch::replicator::plugin::log::Host for Host {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
         // Guests cannot write their config's secrets to the log, nor flood it with huge lines.
-        let message = crate::redact::mask_all(&message, &self.secrets);
+        let message = self.secrets.mask(&message);
         let message: String = message.chars().take(2000).collect();
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -265,7 +266,7 @@ impl Runtime {
     pub fn store(
         &self,
         plugin: Arc<str>,
-        secrets: Arc<[String]>,
+        secrets: Secrets,
         egress: Egress,
         state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     ) -> Store<Host> {

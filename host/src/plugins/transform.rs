@@ -18,6 +18,7 @@ use super::egress::Egress;
 use super::runtime::{CallError, Host, Runtime, within};
 use super::{PluginError, convert};
 use crate::event::StoredEvent;
+use crate::redact::Secrets;
 
 /// What became of one input event.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +64,7 @@ fn export(
 pub struct Transform {
     pub name: Arc<str>,
     /// The secrets of its config, masked in its failures and log lines.
-    secrets: Arc<[String]>,
+    secrets: Secrets,
     runtime: Arc<Runtime>,
     pre: Pre,
     config: Vec<u8>,
@@ -106,7 +107,7 @@ impl Transform {
         config: &Value,
     ) -> Result<Arc<Transform>, PluginError> {
         let pre = prepare(&runtime, &runtime.load(path)?, path)?;
-        let secrets = crate::redact::secrets_in(config).into();
+        let secrets = Secrets::in_config(config);
         let config = if config.is_null() {
             b"{}".to_vec()
         } else {
@@ -140,13 +141,16 @@ impl Transform {
         let budget = self.runtime.config().timeout;
         self.runtime.arm(&mut store, budget);
         // What the guest says can carry its config.
-        let trap =
-            |e: CallError| PluginError::Trap(self.name.to_string(), self.mask(&e.to_string()));
+        let trap = |e: CallError| {
+            PluginError::Trap(self.name.to_string(), self.secrets.mask(&e.to_string()))
+        };
         let fail = |e: wasmtime::Error| {
-            PluginError::Trap(self.name.to_string(), self.mask(&format!("{e:#}")))
+            PluginError::Trap(self.name.to_string(), self.secrets.mask(&format!("{e:#}")))
         };
         let init = |r: Result<(), TransformError>| {
-            r.map_err(|e| PluginError::Config(self.name.to_string(), self.mask(&error_text(&e))))
+            r.map_err(|e| {
+                PluginError::Config(self.name.to_string(), self.secrets.mask(&error_text(&e)))
+            })
         };
         let instance_pre = match &self.pre {
             Pre::Batch(pre) => pre.instance_pre(),
@@ -239,7 +243,10 @@ impl Transform {
         events: &[E],
     ) -> Result<Vec<TransformOutcome>, String> {
         let budget = self.runtime.config().timeout;
-        let trap = |e: CallError| self.mask(&format!("plugin {} trapped: {e}", self.name));
+        let trap = |e: CallError| {
+            self.secrets
+                .mask(&format!("plugin {} trapped: {e}", self.name))
+        };
         let bad_export = |e: wasmtime::Error| format!("plugin {}: {e:#}", self.name);
         match instance {
             Instance::Batch(store, batch) => {
@@ -298,18 +305,16 @@ impl Transform {
                 .into_iter()
                 .map(|e| convert::from_wit(e, input))
                 .collect::<Result<Vec<_>, _>>(),
-            Outcome::Failed(err) => return TransformOutcome::Failed(self.mask(&error_text(&err))),
+            Outcome::Failed(err) => {
+                return TransformOutcome::Failed(self.secrets.mask(&error_text(&err)));
+            }
         };
         match events {
             Ok(list) => TransformOutcome::Emit(list),
-            Err(e) => {
-                TransformOutcome::Failed(self.mask(&format!("plugin {} returned {e}", self.name)))
-            }
+            Err(e) => TransformOutcome::Failed(
+                self.secrets
+                    .mask(&format!("plugin {} returned {e}", self.name)),
+            ),
         }
-    }
-
-    /// What the transform said, with its config's secrets masked.
-    fn mask(&self, text: &str) -> String {
-        crate::redact::mask_all(text, &self.secrets)
     }
 }

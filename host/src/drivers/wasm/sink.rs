@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
-use crate::plugins::driver::{DriverPlugin, Failure};
-use crate::plugins::driver_types::{DriverError, ErrorInfo, HealthStatus, ReplicateResult};
+use crate::plugins::driver::{Answer, DriverPlugin, Failure};
+use crate::plugins::driver_types::{DriverError, ErrorInfo, HealthStatus};
 use crate::plugins::runtime::CallError;
 
 pub struct WasmSink {
@@ -47,11 +47,7 @@ impl WasmSink {
     }
 
     /// The pipeline's view of a `replicate` call: one result per record, or the batch's error.
-    fn outcome(
-        &self,
-        result: Result<Result<ReplicateResult, DriverError>, Failure>,
-        records: usize,
-    ) -> BatchOutcome {
+    fn outcome(&self, result: Answer, records: usize) -> BatchOutcome {
         match result {
             Err(f) => Err(self.failed(f)),
             Ok(Err(e)) => Err(self.error(e)),
@@ -75,7 +71,7 @@ impl WasmSink {
     /// The driver's words can carry its config (a URL with a password, a token).
     fn masked(&self, e: DeliveryError) -> DeliveryError {
         DeliveryError {
-            message: self.plugin.mask(&e.message),
+            message: self.plugin.secrets.mask(&e.message),
             ..e
         }
     }
@@ -146,7 +142,7 @@ impl Driver for WasmSink {
             HealthStatus::Degraded(m) => format!("degraded: {m}"),
             HealthStatus::Unhealthy(m) => format!("unhealthy: {m}"),
         };
-        Some(self.plugin.mask(&said))
+        Some(self.plugin.secrets.mask(&said))
     }
 
     fn max_batch_size(&self) -> Option<usize> {
