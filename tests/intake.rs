@@ -105,15 +105,7 @@ async fn token_size_limit_and_disk_budget() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    assert_eq!(
-        host.http
-            .get(host.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(host.healthz().await, 200);
 
     let (code, _) = host
         .post_events(&insert("users", "big", json!({"blob": "x".repeat(4000)})))

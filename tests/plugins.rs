@@ -355,15 +355,18 @@ async fn misbehaving_guests_are_contained() {
         reasons["bad4"].contains("sandboxed"),
         "the guest saw no file, socket or environment: {reasons:?}"
     );
-    assert_eq!(
-        host.http
-            .get(host.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(host.healthz().await, 200);
+}
+
+/// A replicator `search` of the example driver (`rust-driver`) writing to `search`'s bulk API:
+/// `top` goes before `replicators:` (delivery options), `extra` into the driver's config.
+fn search_driver(search: &Receiver, top: &str, extra: &str) -> String {
+    format!(
+        "{top}replicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n{extra}",
+        guest("rust-driver").display(),
+        search.port,
+        search.url("")
+    )
 }
 
 /// A search index's `_bulk` endpoint: every item created, except those containing "poison".
@@ -434,12 +437,7 @@ async fn a_wasm_driver_waiting_on_a_slow_destination_is_retried_not_dead_lettere
     // the driver's own deadline are the same `timeout`; both are transient): an attempt spent,
     // not a bad record.
     search.delay(Duration::from_secs(3));
-    let config = format!(
-        "timeout: 1s\nretryDelay: 100\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
-        guest("rust-driver").display(),
-        search.port,
-        search.url("")
-    );
+    let config = search_driver(&search, "timeout: 1s\nretryDelay: 100\n", "");
     let host = Host::start(&config).await;
     host.send(insert("users", "u1", json!({"name": "Ana"})))
         .await;
@@ -464,12 +462,7 @@ async fn the_secrets_of_a_wasm_drivers_config_are_masked_in_what_it_says() {
     let search = Receiver::start().await;
     // A destination that echoes the credential it refused, which the driver quotes.
     search.respond_with(|_| (401, "invalid bearer token s3cret-token-123".into()));
-    let config = format!(
-        "replicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n      token: s3cret-token-123\n",
-        guest("rust-driver").display(),
-        search.port,
-        search.url("")
-    );
+    let config = search_driver(&search, "", "      token: s3cret-token-123\n");
     let host = Host::start(&config).await;
     host.send(insert("users", "u1", json!({"name": "Ana"})))
         .await;
@@ -497,12 +490,7 @@ async fn a_wasm_drivers_largest_batch_bounds_the_replicators_batches() {
     let search = Receiver::start().await;
     search.respond_with(bulk_api);
     // The example driver's `describe` says 500.
-    let config = format!(
-        "batchSize: 1000\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
-        guest("rust-driver").display(),
-        search.port,
-        search.url("")
-    );
+    let config = search_driver(&search, "batchSize: 1000\n", "");
     let host = Host::start(&config).await;
     let events: Vec<Value> = (0..1200)
         .map(|i| insert("users", &format!("u{i}"), json!({"n": i})))
@@ -527,12 +515,7 @@ async fn a_wasm_drivers_health_shows_in_the_status() {
         status: 503,
         retry_after: None,
     }));
-    let config = format!(
-        "maxRetries: 10\nretryDelay: 300\nreplicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
-        guest("rust-driver").display(),
-        search.port,
-        search.url("")
-    );
+    let config = search_driver(&search, "maxRetries: 10\nretryDelay: 300\n", "");
     let host = Host::start(&config).await;
     host.send(insert("users", "u1", json!({"name": "Ana"})))
         .await;
@@ -569,12 +552,7 @@ async fn a_wasm_drivers_health_shows_in_the_status() {
 async fn a_rust_driver_delivers_to_a_real_bulk_api() {
     let search = Receiver::start().await;
     search.respond_with(bulk_api);
-    let config = format!(
-        "replicators:\n  - id: search\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
-        guest("rust-driver").display(),
-        search.port,
-        search.url("")
-    );
+    let config = search_driver(&search, "", "");
     let host = Host::start(&config).await;
     let seqs = host
         .send(json!([
@@ -661,15 +639,7 @@ async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
         2,
         "another replicator continues"
     );
-    assert_eq!(
-        host.http
-            .get(host.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(host.healthz().await, 200);
     assert!(
         allowed.received().is_empty(),
         "the request never left the host"

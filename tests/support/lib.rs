@@ -144,6 +144,17 @@ impl Host {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The status of `GET /healthz` (200: the process is up).
+    pub async fn healthz(&self) -> u16 {
+        self.http
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// The host's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
