@@ -15,8 +15,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use replicator::config::PluginsConfig;
 use replicator::event::{Action, Event, StoredEvent};
+use replicator::plugins::PluginsConfig;
 use replicator::plugins::{Runtime, Transform, TransformOutcome};
 use serde_json::{Value, json};
 use std::path::PathBuf;

@@ -42,6 +42,16 @@ impl fmt::Display for Action {
     }
 }
 
+/// Why one item of a posted batch was refused.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ItemError {
+    pub index: usize,
+    /// 1-based line in an NDJSON body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub errors: Vec<String>,
+}
+
 /// One change of one s3db record, as accepted by intake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -112,11 +122,13 @@ pub fn parse_event(value: Value, now: &str) -> Result<Event, Vec<String>> {
         }
     }
     let resource = match map.remove("resource") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-        Some(Value::String(_)) => {
-            problems.push("\"resource\" must not be empty".into());
-            None
-        }
+        Some(Value::String(s)) => match resource_name_problem(&s) {
+            None => Some(s),
+            Some(problem) => {
+                problems.push(problem);
+                None
+            }
+        },
         Some(other) => {
             problems.push(format!(
                 "\"resource\" must be a string, found {}",
@@ -214,6 +226,59 @@ pub fn parse_event(value: Value, now: &str) -> Result<Event, Vec<String>> {
     })
 }
 
+/// Why `name` cannot be a resource name, if it cannot: every destination must be able to hold
+/// it (s3db keys it as `resource=<name>/`, so `/`, `\\`, `=`, `%` and `.`/`..` would change the
+/// layout; SQL and queue names are made from it too).
+pub fn resource_name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        Some("\"resource\" must not be empty".into())
+    } else if name.contains(['/', '\\', '=', '%']) || name.chars().any(char::is_control) {
+        Some(format!(
+            "\"resource\" \"{name}\" cannot be held by every destination (no '/', '\\', '=', '%' or control characters)"
+        ))
+    } else if name == "." || name == ".." {
+        Some(format!("\"resource\" cannot be \"{name}\""))
+    } else {
+        None
+    }
+}
+
+impl Event {
+    /// Checks an event made by a plugin by the rules intake applies to posted ones.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems: Vec<String> = resource_name_problem(&self.resource).into_iter().collect();
+        if self.id.is_empty() {
+            problems.push("\"id\" must not be empty".into());
+        }
+        for (field, value) in [
+            ("data", &self.data),
+            ("before", &self.before),
+            ("metadata", &self.metadata),
+        ] {
+            if let Some(v) = value.as_ref().filter(|v| !v.is_object()) {
+                problems.push(format!(
+                    "\"{field}\" must be an object or null, found {}",
+                    kind_of(v)
+                ));
+            }
+        }
+        if matches!(self.action, Action::Insert | Action::Update) && self.data.is_none() {
+            problems.push(format!("\"data\" is required for an {} event", self.action));
+        }
+        if chrono::DateTime::parse_from_rfc3339(&self.timestamp).is_err() {
+            problems.push(format!(
+                "\"timestamp\" must be an ISO-8601 date-time, found \"{}\"",
+                self.timestamp
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 fn optional_object(
     map: &mut Map<String, Value>,
     key: &str,
@@ -300,6 +365,39 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.contains("unknown field \"extra\""))
+        );
+    }
+
+    #[test]
+    fn resource_names_every_destination_can_hold() {
+        for bad in ["a/b", "../x", "..", "a=b", "50%", "a\\b", " "] {
+            let r = parse_event(json!({"resource": bad, "action": "delete", "id": "1"}), "t");
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        let ok = parse_event(
+            json!({"resource": "user-events.v2", "action": "delete", "id": "1"}),
+            "t",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_plugin_event_is_checked_like_a_posted_one() {
+        let mut e = parse_event(
+            json!({"resource": "u", "action": "update", "id": "1", "data": {}}),
+            "2026-11-23T10:00:00.000Z",
+        )
+        .unwrap();
+        assert_eq!(e.check(), Ok(()));
+        e.data = Some(json!([1, 2]));
+        e.id = String::new();
+        e.resource = "a/b".into();
+        let problems = e.check().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "\"data\" must be an object or null, found an array")
         );
     }
 

@@ -7,10 +7,13 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod drivers;
 pub mod event;
+pub mod http;
 pub mod intake;
 pub mod journal;
+pub mod options;
 pub mod pipeline;
 pub mod plugins;
 pub mod redact;

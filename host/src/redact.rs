@@ -122,6 +122,25 @@ pub fn mask(text: &str, secret: &str) -> String {
     }
 }
 
+/// A string that must never be printed: tokens, passwords, signing secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

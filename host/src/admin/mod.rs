@@ -6,26 +6,43 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::http::{ApiError, AppState, FeatureRouter};
 use crate::journal::{DeadLetterFilter, LogFilter, LogStatus};
-use crate::pipeline::PipelineError;
-use crate::pipeline::telemetry::State as ReplicatorState;
-use crate::server::AppState;
+use crate::pipeline::telemetry::{State as ReplicatorState, lag_seconds};
 
-fn error(status: StatusCode, message: impl ToString) -> Response {
-    (status, Json(json!({"error": message.to_string()}))).into_response()
+/// The `/v1` monitoring and administration routes (behind the token when one is set).
+pub fn api_router() -> FeatureRouter {
+    FeatureRouter::new()
+        .route("/v1/status", get(status))
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/redrive", post(dlq_redrive))
+        .route("/v1/dlq/discard", post(dlq_discard))
+        .route("/v1/dlq/{id}", get(dlq_show))
+        .route("/v1/log", get(log))
+        .route("/v1/replicators/{id}/replay", post(replay))
+        .route("/v1/stream", get(stream))
+        .route("/v1/backfills", get(backfill_list).post(backfill_start))
+        .route("/v1/backfills/{id}/finish", post(backfill_finish))
 }
 
-fn internal(e: impl ToString) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+/// Probes and metrics, open to the host's own monitoring.
+pub fn probes_router() -> FeatureRouter {
+    FeatureRouter::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
+
+type Answer = Result<Json<Value>, ApiError>;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -46,9 +63,10 @@ pub struct ReplicatorStatus {
     pub destination_health: Option<String>,
 }
 
-pub async fn status(State(app): State<Arc<AppState>>) -> Response {
+pub async fn status(State(app): State<Arc<AppState>>) -> Answer {
     use std::sync::atomic::Ordering::Relaxed;
     let head = app.journal.head();
+    let dead_letters = app.journal.dead_letter_counts().await?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut list = Vec::new();
     // Asked together: each may take up to its 2 s.
@@ -69,27 +87,19 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Response {
             delivered: s.delivered.load(Relaxed),
             failed: s.failed.load(Relaxed),
             skipped: s.skipped.load(Relaxed),
-            dead_lettered: match app.journal.dead_letter_count(&r.id) {
-                Ok(n) => n,
-                Err(e) => return internal(e),
-            },
+            dead_lettered: dead_letters.get(&r.id).copied().unwrap_or(0),
             backlog: head.saturating_sub(s.cursor()),
-            lag_seconds: if oldest > 0 {
-                (now - oldest).max(0) as f64 / 1000.0
-            } else {
-                0.0
-            },
+            lag_seconds: lag_seconds(oldest, now),
             cursor: s.cursor(),
             last_error: s.last_error(),
             destination_health,
         });
     }
-    let oldest = app.journal.first_retained().unwrap_or(0);
-    Json(json!({
+    let oldest = app.journal.first_retained().await?;
+    Ok(Json(json!({
         "replicators": list,
         "journal": {"head": head, "oldestRetained": oldest, "liveBytes": app.journal.live_bytes(), "maxBytes": app.config.journal.max_bytes},
-    }))
-    .into_response()
+    })))
 }
 
 /// Query of `GET /v1/dlq` (no `flatten`: query strings carry numbers as text).
@@ -103,24 +113,27 @@ pub struct Listing {
     limit: Option<usize>,
 }
 
-pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<Listing>) -> Response {
+pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<Listing>) -> Answer {
     let filter = DeadLetterFilter {
         replicator: q.replicator,
         resource: q.resource,
         id: q.id,
         error: q.error,
     };
-    match app.journal.dead_letters(&filter, q.limit.unwrap_or(100)) {
-        Ok(list) => Json(json!({"deadLetters": list})).into_response(),
-        Err(e) => internal(e),
-    }
+    let list = app
+        .journal
+        .dead_letters(filter, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(json!({"deadLetters": list})))
 }
 
-pub async fn dlq_show(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
-    match app.journal.dead_letter_by_id(id) {
-        Ok(Some(d)) => Json(d).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
-        Err(e) => internal(e),
+pub async fn dlq_show(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<u64>,
+) -> Result<Json<crate::journal::DeadLetter>, ApiError> {
+    match app.journal.dead_letter_by_id(id).await? {
+        Some(d) => Ok(Json(d)),
+        None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
     }
 }
 
@@ -137,51 +150,36 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn resolve(&self, app: &AppState) -> Result<Vec<u64>, Box<Response>> {
+    async fn resolve(self, app: &AppState) -> Result<Vec<u64>, ApiError> {
         let f = &self.filter;
         let has_filter =
             f.replicator.is_some() || f.resource.is_some() || f.id.is_some() || f.error.is_some();
         if !self.ids.is_empty() {
-            return Ok(self.ids.clone());
+            return Ok(self.ids);
         }
         if !has_filter && !self.all {
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "name dead letters by \"ids\", a filter (replicator, resource, id, error) or \"all\": true",
-            )));
+            return Err(ApiError::BadRequest(
+                "name dead letters by \"ids\", a filter (replicator, resource, id, error) or \"all\": true".into(),
+            ));
         }
-        app.journal
-            .dead_letters(f, usize::MAX)
-            .map(|l| l.into_iter().map(|d| d.id).collect())
-            .map_err(|e| Box::new(internal(e)))
+        let list = app.journal.dead_letters(self.filter, usize::MAX).await?;
+        Ok(list.into_iter().map(|d| d.id).collect())
     }
 }
 
-pub async fn dlq_redrive(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Response {
-    let ids = match sel.resolve(&app) {
-        Ok(ids) => ids,
-        Err(r) => return *r,
-    };
-    match app.journal.redrive(ids).await {
-        Ok(moved) => {
-            let n = moved.len();
-            let ids: Vec<u64> = moved.iter().map(|d| d.id).collect();
-            app.pipeline.redrive(moved).await;
-            Json(json!({"redriven": n, "ids": ids})).into_response()
-        }
-        Err(e) => internal(e),
-    }
+pub async fn dlq_redrive(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Answer {
+    let ids = sel.resolve(&app).await?;
+    let moved = app.journal.redrive(ids).await?;
+    let n = moved.len();
+    let ids: Vec<u64> = moved.iter().map(|d| d.id).collect();
+    app.pipeline.redrive(moved).await;
+    Ok(Json(json!({"redriven": n, "ids": ids})))
 }
 
-pub async fn dlq_discard(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Response {
-    let ids = match sel.resolve(&app) {
-        Ok(ids) => ids,
-        Err(r) => return *r,
-    };
-    match app.journal.discard(ids).await {
-        Ok(n) => Json(json!({"discarded": n})).into_response(),
-        Err(e) => internal(e),
-    }
+pub async fn dlq_discard(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Answer {
+    let ids = sel.resolve(&app).await?;
+    let n = app.journal.discard(ids).await?;
+    Ok(Json(json!({"discarded": n})))
 }
 
 #[derive(Deserialize, Default)]
@@ -194,17 +192,15 @@ pub struct LogQuery {
     limit: Option<usize>,
 }
 
-pub async fn log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
+pub async fn log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Answer {
     let filter = LogFilter {
         replicator: q.replicator,
         resource: q.resource,
         status: q.status,
         id: q.id,
     };
-    match app.journal.logs(&filter, q.limit.unwrap_or(100)) {
-        Ok(list) => Json(json!({"entries": list})).into_response(),
-        Err(e) => internal(e),
-    }
+    let list = app.journal.logs(filter, q.limit.unwrap_or(100)).await?;
+    Ok(Json(json!({"entries": list})))
 }
 
 #[derive(Deserialize)]
@@ -219,37 +215,26 @@ pub async fn replay(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
     Json(r): Json<Replay>,
-) -> Response {
+) -> Answer {
     let from = match (r.from_sequence, r.from_time) {
         (Some(seq), None) => seq,
         (None, Some(t)) => {
-            let Ok(at) = chrono::DateTime::parse_from_rfc3339(&t) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("fromTime must be ISO-8601, found \"{t}\""),
-                );
-            };
-            match app.journal.sequence_at(at.timestamp_millis()) {
-                Ok(Some(seq)) => seq,
-                Ok(None) => app.journal.head() + 1,
-                Err(e) => return internal(e),
+            let at = chrono::DateTime::parse_from_rfc3339(&t).map_err(|_| {
+                ApiError::BadRequest(format!("fromTime must be ISO-8601, found \"{t}\""))
+            })?;
+            match app.journal.sequence_at(at.timestamp_millis()).await? {
+                Some(seq) => seq,
+                None => app.journal.head() + 1,
             }
         }
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of fromSequence and fromTime",
-            );
+            return Err(ApiError::BadRequest(
+                "give exactly one of fromSequence and fromTime".into(),
+            ));
         }
     };
-    match app.pipeline.replay(&id, from).await {
-        Ok(()) => Json(json!({"replicator": id, "fromSequence": from})).into_response(),
-        Err(e @ PipelineError::UnknownReplicator(_)) => error(StatusCode::NOT_FOUND, e),
-        Err(e @ (PipelineError::Pruned { .. } | PipelineError::Paused(_))) => {
-            error(StatusCode::CONFLICT, e)
-        }
-        Err(e) => internal(e),
-    }
+    app.pipeline.replay(&id, from).await?;
+    Ok(Json(json!({"replicator": id, "fromSequence": from})))
 }
 
 pub async fn stream(
@@ -297,10 +282,13 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             })
             .map(|r| r.id.as_str())
             .collect();
-        error(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("replicators still initialising: {}", waiting.join(", ")),
+            Json(
+                json!({"error": format!("replicators still initialising: {}", waiting.join(", "))}),
+            ),
         )
+            .into_response()
     }
 }
 
@@ -316,7 +304,7 @@ pub struct BackfillStart {
 pub async fn backfill_start(
     State(app): State<Arc<AppState>>,
     Json(b): Json<BackfillStart>,
-) -> Response {
+) -> Result<(StatusCode, Json<crate::journal::Backfill>), ApiError> {
     let known: Vec<&str> = app
         .pipeline
         .replicators()
@@ -324,33 +312,29 @@ pub async fn backfill_start(
         .map(|r| r.id.as_str())
         .collect();
     if let Some(unknown) = b.replicators.iter().find(|r| !known.contains(&r.as_str())) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no replicator named \"{unknown}\" (known: {})",
-                known.join(", ")
-            ),
-        );
+        return Err(ApiError::BadRequest(format!(
+            "no replicator named \"{unknown}\" (known: {})",
+            known.join(", ")
+        )));
     }
-    match app
+    let started = app
         .pipeline
         .backfills
         .start(b.replicators, crate::redact::url(&b.source))
-        .await
-    {
-        Ok(started) => (StatusCode::CREATED, Json(started)).into_response(),
-        Err(e) => internal(e),
+        .await?;
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+pub async fn backfill_finish(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<u64>,
+) -> Result<Json<crate::journal::Backfill>, ApiError> {
+    match app.pipeline.backfills.finish(id).await? {
+        Some(b) => Ok(Json(b)),
+        None => Err(ApiError::NotFound(format!("no backfill {id}"))),
     }
 }
 
-pub async fn backfill_finish(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
-    match app.pipeline.backfills.finish(id).await {
-        Ok(Some(b)) => Json(b).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no backfill {id}")),
-        Err(e) => internal(e),
-    }
-}
-
-pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Response {
-    Json(json!({"backfills": app.pipeline.backfills.list()})).into_response()
+pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Answer {
+    Ok(Json(json!({"backfills": app.pipeline.backfills.list()})))
 }

@@ -136,8 +136,7 @@ pub async fn run(args: BackfillArgs, client: Client) -> anyhow::Result<ExitCode>
         }
         let resource = db
             .resource(r)
-            .expect("listed")
-            .map_err(anyhow::Error::msg)?;
+            .ok_or_else(|| anyhow::anyhow!("resource {r} is no longer in s3db.json"))??;
         bar.set_message(r.clone());
         loop {
             let ids = db

@@ -293,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!(
                         "  {} ({}{}): {}",
                         r.id,
-                        r.driver.name(),
+                        r.driver_config.kind().name(),
                         if r.enabled { "" } else { ", paused" },
                         routes.join("; ")
                     );
@@ -399,7 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
     // The service's engine settings, so a compiled artifact is one the service can load.
-    let mut config = crate::config::PluginsConfig::default();
+    let mut config = crate::plugins::PluginsConfig::default();
     let denied = Default::default();
     match action {
         PluginAction::Check { file, cache } => {

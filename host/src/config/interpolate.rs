@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::section::{Problems, index, join};
+use crate::options::{Problems, index, join};
 
 /// Replaces every `${VAR}` in the string values of `value`, reporting unset variables.
 pub fn interpolate(

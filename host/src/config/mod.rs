@@ -5,19 +5,19 @@
 
 mod interpolate;
 pub mod resources;
-pub mod section;
 
 use serde_json::Value;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::drivers::postgresql::PostgresConfig;
+pub use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, RetryStrategy};
+use crate::delivery::{ActionSet, Route};
 use crate::drivers::s3db::S3dbConfig;
-use crate::drivers::webhook::WebhookConfig;
-pub use resources::{ActionSet, Route, TransformRef};
-use section::{Problem, Problems, Section, index, join};
+pub use crate::drivers::{DriverConfig, DriverKind};
+use crate::options::{Problem, Problems, Section, index, join};
+use crate::plugins::PluginsConfig;
+pub use crate::redact::Secret;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -34,25 +34,6 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<Problem>,
     },
-}
-
-/// A string that must never be printed: tokens, passwords, signing secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,126 +63,9 @@ pub struct JournalConfig {
     pub cache_bytes: u64,
 }
 
-/// The Wasm plugin runtime: where compiled components are cached and the sandbox's limits.
-#[derive(Debug, Clone)]
-pub struct PluginsConfig {
-    pub cache_dir: PathBuf,
-    /// Deadline of one call into a plugin.
-    pub timeout: Duration,
-    /// Linear memory one instance may grow to.
-    pub memory_limit: usize,
-    /// Instances alive at once (the pooling allocator reserves room for them).
-    pub max_instances: u32,
-    pub pooling: bool,
-}
-
-impl Default for PluginsConfig {
-    fn default() -> Self {
-        PluginsConfig {
-            cache_dir: PathBuf::from("./replicator-data/plugin-cache"),
-            timeout: Duration::from_secs(2),
-            memory_limit: 128 << 20,
-            max_instances: 64,
-            pooling: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryStrategy {
-    Exponential,
-    Fixed,
-}
-
-/// How the pipeline delivers for one replicator: batching, retries, parallelism.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryPolicy {
-    pub batch_size: usize,
-    /// Retries after the first attempt (so `3` means up to 4 attempts).
-    pub max_retries: u32,
-    /// Limit of one delivery attempt.
-    pub timeout: Duration,
-    pub retry_delay: Duration,
-    pub max_retry_delay: Duration,
-    pub retry_strategy: RetryStrategy,
-    /// Batches in flight at once (different keys only).
-    pub concurrency: usize,
-    /// How long a partly filled batch may wait for more events.
-    pub linger: Duration,
-    /// Events held in memory per replicator; the rest of the backlog stays on disk.
-    pub buffer_events: usize,
-    pub log_successes: bool,
-}
-
-impl Default for DeliveryPolicy {
-    fn default() -> Self {
-        DeliveryPolicy {
-            batch_size: 100,
-            max_retries: 3,
-            timeout: Duration::from_secs(30),
-            retry_delay: Duration::from_secs(1),
-            max_retry_delay: Duration::from_secs(60),
-            retry_strategy: RetryStrategy::Exponential,
-            concurrency: 4,
-            linger: Duration::from_millis(5),
-            buffer_events: 10_000,
-            log_successes: false,
-        }
-    }
-}
-
-/// The drivers a replicator can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverKind {
-    S3db,
-    Postgresql,
-    Sqs,
-    Bigquery,
-    Webhook,
-    Wasm,
-}
-
-impl DriverKind {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "s3db" => DriverKind::S3db,
-            "postgresql" | "postgres" => DriverKind::Postgresql,
-            "sqs" => DriverKind::Sqs,
-            "bigquery" => DriverKind::Bigquery,
-            "webhook" => DriverKind::Webhook,
-            "wasm" => DriverKind::Wasm,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DriverKind::S3db => "s3db",
-            DriverKind::Postgresql => "postgresql",
-            DriverKind::Sqs => "sqs",
-            DriverKind::Bigquery => "bigquery",
-            DriverKind::Webhook => "webhook",
-            DriverKind::Wasm => "wasm",
-        }
-    }
-}
-
-/// A driver's own options, validated.
-#[derive(Debug, Clone)]
-pub enum DriverConfig {
-    Webhook(WebhookConfig),
-    Postgresql(PostgresConfig),
-    S3db(S3dbConfig),
-    Wasm(crate::drivers::wasm::WasmConfig),
-}
-
-/// A route for this resource name takes every resource, each to its own name.
-pub const ANY_RESOURCE: &str = "*";
-
 #[derive(Debug, Clone)]
 pub struct ReplicatorConfig {
     pub id: String,
-    pub driver: DriverKind,
     /// A disabled replicator is paused: events are kept for it, nothing is dropped.
     pub enabled: bool,
     pub routes: Vec<Route>,
@@ -264,7 +128,6 @@ impl Config {
             .expect("a file:// connection string parses");
         config.replicators.push(ReplicatorConfig {
             id: "s3db-default".into(),
-            driver: DriverKind::S3db,
             enabled: true,
             routes: vec![Route {
                 resource: ANY_RESOURCE.into(),
@@ -343,7 +206,7 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
     let journal_dir = config.journal.path.clone();
     config.plugins.cache_dir = journal_dir.join("plugin-cache");
     if let Some(mut s) = root.section("plugins") {
-        plugins(&mut s, &mut config.plugins);
+        config.plugins.read(&mut s);
         s.finish();
     }
     config.enabled = root.bool("enabled").unwrap_or(true);
@@ -433,24 +296,6 @@ fn journal(s: &mut Section, out: &mut JournalConfig) {
     }
 }
 
-fn plugins(s: &mut Section, out: &mut PluginsConfig) {
-    if let Some(p) = s.string("cacheDir") {
-        out.cache_dir = p.into();
-    }
-    if let Some(d) = s.duration("timeout") {
-        out.timeout = d;
-    }
-    if let Some(n) = s.bytes("memoryLimit") {
-        out.memory_limit = n as usize;
-    }
-    if let Some(n) = s.u64_in("maxInstances", 1, 10_000) {
-        out.max_instances = n as u32;
-    }
-    if let Some(b) = s.bool("pooling") {
-        out.pooling = b;
-    }
-}
-
 /// Pipeline options, valid at the top level (defaults) and per replicator.
 fn delivery(s: &mut Section, out: &mut DeliveryPolicy) {
     if let Some(n) = s.u64_in("batchSize", 1, 10_000) {
@@ -515,12 +360,7 @@ fn replicator(
     let driver = driver_name.as_deref().and_then(|name| {
         let kind = DriverKind::parse(name);
         if kind.is_none() {
-            s.problem(
-                "driver",
-                format!(
-                    "unknown driver \"{name}\" (expected s3db, postgresql, sqs, bigquery, webhook or wasm)"
-                ),
-            );
+            s.problem("driver", crate::drivers::unknown_driver(name));
         }
         kind
     });
@@ -581,34 +421,10 @@ fn replicator(
     s.finish();
     let merged = Value::Object(merged);
     let mut cs = Section::open(&merged, join(&path, "config"), problems)?.with_origins(origins);
-    let driver_config = match driver? {
-        DriverKind::Webhook => {
-            let c = crate::drivers::webhook::config::parse(&mut cs);
-            if let Some(c) = &c {
-                c.adjust_delivery(&mut policy);
-            }
-            c.map(DriverConfig::Webhook)
-        }
-        DriverKind::Postgresql => {
-            crate::drivers::postgresql::config::parse(&mut cs).map(DriverConfig::Postgresql)
-        }
-        DriverKind::S3db => crate::drivers::s3db::config::parse(&mut cs).map(DriverConfig::S3db),
-        DriverKind::Wasm => crate::drivers::wasm::config::parse(&mut cs).map(DriverConfig::Wasm),
-        other => {
-            problems.add(
-                join(&path, "driver"),
-                format!(
-                    "driver \"{}\" is not available in this build yet (available: s3db, postgresql, webhook, wasm)",
-                    other.name()
-                ),
-            );
-            return None;
-        }
-    };
+    let driver_config = driver?.parse_options(&mut cs, &mut policy);
     cs.finish();
     Some(ReplicatorConfig {
         id,
-        driver: driver?,
         enabled,
         routes,
         delivery: policy,
@@ -651,7 +467,7 @@ replicators:
             "replicators[0].config.method: unknown value \"GET\" (expected POST, PUT, PATCH)",
             "replicators[1].config.connectionString: is required",
             "replicators[1].connectionstring: unknown option \"connectionstring\" (did you mean \"connectionString\"?)",
-            "replicators[2].driver: unknown driver \"mongo\" (expected s3db, postgresql, sqs, bigquery, webhook or wasm)",
+            "replicators[2].driver: unknown driver \"mongo\" (expected s3db, postgresql, webhook, wasm)",
         ];
         for e in expected {
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");

@@ -4,47 +4,11 @@
 //! (an s3db resource, a table, a queue...), optionally through a transform.
 
 use serde_json::Value;
-use std::path::PathBuf;
 
-use super::DriverKind;
-use super::section::{Problems, Section, index, join};
+use crate::delivery::{ActionSet, Route, TransformRef};
+use crate::drivers::DriverKind;
 use crate::event::{Action, kind_of};
-
-/// Which actions a route replicates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActionSet([bool; 3]);
-
-impl ActionSet {
-    pub const ALL: ActionSet = ActionSet([true; 3]);
-
-    pub fn contains(self, action: Action) -> bool {
-        self.0[action as usize]
-    }
-
-    pub fn names(self) -> Vec<&'static str> {
-        Action::ALL
-            .into_iter()
-            .filter(|a| self.contains(*a))
-            .map(Action::as_str)
-            .collect()
-    }
-}
-
-/// A reference to a Wasm transform component, kept for the plugin runtime.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransformRef {
-    pub component: PathBuf,
-    pub config: Value,
-}
-
-/// Source resource -> destination, for one replicator.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub resource: String,
-    pub destination: String,
-    pub actions: ActionSet,
-    pub transform: Option<TransformRef>,
-}
+use crate::options::{Problems, Section, index, join};
 
 /// Parses `resources` (at `path`) for a replicator of `driver`.
 pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems) -> Vec<Route> {
@@ -128,14 +92,14 @@ fn destination(
         Value::Object(_) => {
             let mut s = Section::open(target, path.to_string(), problems)?;
             let mut name = None;
-            for key in name_keys(driver) {
+            for key in driver.destination_keys() {
                 if let Some(n) = s.string(key) {
                     if name.is_some() {
                         s.problem(
                             key,
                             format!(
                                 "conflicts with another destination name; give one of {}",
-                                name_keys(driver).join(", ")
+                                driver.destination_keys().join(", ")
                             ),
                         );
                     }
@@ -156,7 +120,7 @@ fn destination(
                         format!(
                             "does not apply to driver {} (use {})",
                             driver.name(),
-                            name_keys(driver).join(" or ")
+                            driver.destination_keys().join(" or ")
                         ),
                     );
                 }
@@ -186,15 +150,6 @@ fn destination(
 
 const ALL_NAME_KEYS: [&str; 5] = ["resource", "table", "queue", "queueUrl", "queueName"];
 
-/// The keys that name a destination for each driver.
-fn name_keys(driver: DriverKind) -> &'static [&'static str] {
-    match driver {
-        DriverKind::Postgresql | DriverKind::Bigquery => &["table", "resource"],
-        DriverKind::Sqs => &["queue", "queueUrl", "queueName", "resource"],
-        DriverKind::S3db | DriverKind::Webhook | DriverKind::Wasm => &["resource"],
-    }
-}
-
 fn actions(value: &Value, path: &str, problems: &Problems) -> ActionSet {
     let Value::Array(items) = value else {
         problems.add(
@@ -213,10 +168,10 @@ fn actions(value: &Value, path: &str, problems: &Problems) -> ActionSet {
         );
         return ActionSet::ALL;
     }
-    let mut set = [false; 3];
+    let mut set = ActionSet::NONE;
     for (i, item) in items.iter().enumerate() {
         match item.as_str().map(|s| (s, Action::parse(s))) {
-            Some((_, Some(a))) => set[a as usize] = true,
+            Some((_, Some(a))) => set.add(a),
             Some((s, None)) => problems.add(
                 index(path, i),
                 format!("unknown action \"{s}\" (expected insert, update or delete)"),
@@ -227,7 +182,7 @@ fn actions(value: &Value, path: &str, problems: &Problems) -> ActionSet {
             ),
         }
     }
-    ActionSet(set)
+    set
 }
 
 fn transform(value: &Value, path: &str, problems: &Problems) -> Option<TransformRef> {

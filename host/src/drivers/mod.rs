@@ -1,82 +1,21 @@
-//! Destinations. Each driver lives in its own folder with the same shape
-//! (`config.rs`: options; `sink.rs`: how a batch is written) and implements [`Driver`].
-//!
-//! Drivers only write; batching, ordering, retries and dead-lettering live in the pipeline.
+//! Destinations, and the one list of them. Each driver lives in its own folder with the same
+//! shape (`mod.rs`: its [`DriverSpec`]; `config.rs`: its options; `sink.rs`: how a batch is
+//! written) and is registered by one line in [`registry!`]. Drivers only write; batching,
+//! ordering, retries and dead-lettering live in the pipeline. How to add one: docs/drivers.md.
 
-pub mod payload;
 pub mod postgresql;
 pub mod s3db;
+pub mod util;
 pub mod wasm;
 pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{DriverConfig, Route};
-use crate::event::StoredEvent;
-
-/// How the pipeline should treat a failed delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The destination cannot be reached at all (connection refused, DNS, pool down).
-    /// Retried for as long as it lasts without spending the record's attempts.
-    Unavailable,
-    /// Worth another attempt (timeouts, 429, 5xx, deadlocks); spends one attempt.
-    Transient,
-    /// Will fail again whatever we do (4xx, a value that does not fit); dead-lettered at once.
-    Permanent,
-}
-
-/// A failed delivery, with what the destination said.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DeliveryError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// The destination asked us to wait this long (HTTP `Retry-After`).
-    pub retry_after: Option<Duration>,
-}
-
-impl DeliveryError {
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unavailable, message)
-    }
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Transient, message)
-    }
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Permanent, message)
-    }
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        DeliveryError {
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-/// One event on its way to one destination of a replicator.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub event: Arc<StoredEvent>,
-    pub route: Arc<Route>,
-}
-
-impl Delivery {
-    /// The destination name: the route's, or the event's resource for a `*` route.
-    pub fn destination(&self) -> &str {
-        if self.route.destination == crate::config::ANY_RESOURCE {
-            &self.event.event.resource
-        } else {
-            &self.route.destination
-        }
-    }
-}
-
-/// The outcome of one batch: either one result per delivery, in order, or a failure of the
-/// batch as a whole (which the pipeline splits to find the record that caused it).
-pub type BatchOutcome = Result<Vec<Result<(), DeliveryError>>, DeliveryError>;
+use crate::delivery::DeliveryPolicy;
+pub use crate::delivery::{BatchOutcome, Delivery, DeliveryError, ErrorKind};
+use crate::options::Section;
+use crate::plugins::{PluginError, Runtime};
 
 /// A destination.
 #[async_trait::async_trait]
@@ -108,28 +47,125 @@ pub trait Driver: Send + Sync {
     }
 }
 
-/// Builds the driver a replicator's config describes (a Wasm driver is compiled and checked
-/// here, so a broken component stops the start with its reason). `attempt_timeout`: the
-/// replicator's `timeout`, a Wasm driver's deadline per `replicate` call.
-pub async fn build(
-    config: &DriverConfig,
-    plugins: Option<&Arc<crate::plugins::Runtime>>,
-    attempt_timeout: Duration,
-) -> Result<Arc<dyn Driver>, crate::plugins::PluginError> {
-    Ok(match config {
-        DriverConfig::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())),
-        DriverConfig::Postgresql(c) => Arc::new(postgresql::PostgresSink::new(c.clone())),
-        DriverConfig::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone())),
-        DriverConfig::Wasm(c) => {
-            let runtime = plugins.expect("a runtime exists when a wasm driver is configured");
-            let plugin = crate::plugins::driver::DriverPlugin::load(
-                runtime.clone(),
-                &c.component,
-                &c.config,
-                c.allow_hosts.clone(),
-            )
-            .await?;
-            Arc::new(wasm::WasmSink::new(plugin, attempt_timeout))
+/// What the host gives a driver to build it.
+pub struct BuildContext<'a> {
+    /// The Wasm runtime, when a replicator needs one.
+    pub plugins: Option<&'a Arc<Runtime>>,
+    /// The replicator's `timeout`: a Wasm driver's deadline per `replicate` call.
+    pub attempt_timeout: Duration,
+}
+
+/// What each driver folder brings to the registry.
+#[async_trait::async_trait]
+pub trait DriverSpec {
+    /// The driver's options, validated.
+    type Config: Clone + std::fmt::Debug + Send + Sync;
+    /// Keys of a `resources` entry that name this driver's destination, in preference order.
+    const DESTINATION_KEYS: &'static [&'static str] = &["resource"];
+    /// Reads the driver's options (`config` merged with the replicator's other keys), each
+    /// problem named with its key path.
+    fn parse(options: &mut Section) -> Option<Self::Config>;
+    /// Changes the replicator's delivery policy as the driver's options ask (s3db.js names
+    /// some retry options per driver).
+    fn adjust_delivery(_config: &Self::Config, _policy: &mut DeliveryPolicy) {}
+    /// Whether the driver runs a Wasm component.
+    fn needs_plugins(_config: &Self::Config) -> bool {
+        false
+    }
+    /// Where it writes, secrets masked, for the start-up log.
+    fn describe(config: &Self::Config) -> String;
+    async fn build(
+        config: &Self::Config,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Driver>, PluginError>;
+}
+
+/// Drivers that s3db.js names and this build does not have yet, to say so clearly.
+const NOT_YET: [&str; 2] = ["sqs", "bigquery"];
+
+/// The registry: one line per driver, `folder::Spec as Variant ["name", "alias"...]`. It makes
+/// [`DriverKind`], [`DriverConfig`] and every match over them, so none can miss a driver.
+macro_rules! registry {
+    ($($folder:ident :: $spec:ident as $variant:ident [$name:literal $(, $alias:literal)*]),+ $(,)?) => {
+        /// The drivers a replicator can name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DriverKind { $($variant),+ }
+
+        /// A driver's own options, validated.
+        #[derive(Debug, Clone)]
+        pub enum DriverConfig { $($variant(<$folder::$spec as DriverSpec>::Config)),+ }
+
+        impl DriverKind {
+            pub const ALL: &[DriverKind] = &[$(DriverKind::$variant),+];
+
+            pub fn parse(name: &str) -> Option<DriverKind> {
+                match name {
+                    $($name $(| $alias)* => Some(DriverKind::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $(DriverKind::$variant => $name),+ }
+            }
+
+            pub fn destination_keys(self) -> &'static [&'static str] {
+                match self { $(DriverKind::$variant => <$folder::$spec as DriverSpec>::DESTINATION_KEYS),+ }
+            }
+
+            /// Reads the options of a driver of this kind and adjusts the delivery policy.
+            pub fn parse_options(self, options: &mut Section, policy: &mut DeliveryPolicy) -> Option<DriverConfig> {
+                match self {
+                    $(DriverKind::$variant => {
+                        let config = <$folder::$spec as DriverSpec>::parse(options)?;
+                        <$folder::$spec as DriverSpec>::adjust_delivery(&config, policy);
+                        Some(DriverConfig::$variant(config))
+                    })+
+                }
+            }
         }
-    })
+
+        impl DriverConfig {
+            pub fn kind(&self) -> DriverKind {
+                match self { $(DriverConfig::$variant(_) => DriverKind::$variant),+ }
+            }
+
+            pub fn needs_plugins(&self) -> bool {
+                match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::needs_plugins(c)),+ }
+            }
+
+            pub fn describe(&self) -> String {
+                match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::describe(c)),+ }
+            }
+
+            /// Builds the driver (a Wasm driver is compiled and checked here, so a broken
+            /// component stops the start with its reason).
+            pub async fn build(&self, context: &BuildContext<'_>) -> Result<Arc<dyn Driver>, PluginError> {
+                match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::build(c, context).await),+ }
+            }
+        }
+    };
+}
+
+registry! {
+    s3db::S3db as S3db ["s3db"],
+    postgresql::Postgresql as Postgresql ["postgresql", "postgres"],
+    webhook::Webhook as Webhook ["webhook"],
+    wasm::Wasm as Wasm ["wasm"],
+}
+
+/// Why a driver name is refused, naming what is available.
+pub fn unknown_driver(name: &str) -> String {
+    let available: Vec<&str> = DriverKind::ALL.iter().map(|k| k.name()).collect();
+    if NOT_YET.contains(&name) {
+        format!(
+            "driver \"{name}\" is not available in this build yet (available: {})",
+            available.join(", ")
+        )
+    } else {
+        format!(
+            "unknown driver \"{name}\" (expected {})",
+            available.join(", ")
+        )
+    }
 }

@@ -5,23 +5,24 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::event::{Event, now_rfc3339, parse_event};
-use crate::server::AppState;
+use crate::event::{Event, ItemError, now_rfc3339, parse_event};
+use crate::http::{ApiError, AppState, FeatureRouter};
 
-/// Why one item of a batch was refused.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ItemError {
-    pub index: usize,
-    /// 1-based line in an NDJSON body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub errors: Vec<String>,
+pub fn router() -> FeatureRouter {
+    FeatureRouter::new().route("/v1/events", post(post_events))
+}
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub sequences: Vec<u64>,
 }
 
 /// Splits a body into events, or says what is wrong with each bad item.
@@ -95,70 +96,51 @@ pub async fn post_events(
     Query(query): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let started = Instant::now();
     let metrics = &app.telemetry.metrics;
-    let backfill = match query
+    let backfill = query
         .backfill
         .map(|id| app.pipeline.backfills.tag(id))
         .transpose()
-    {
-        Ok(tag) => tag,
-        Err(e) => return (StatusCode::CONFLICT, Json(json!({"error": e}))).into_response(),
-    };
+        .map_err(ApiError::Conflict)?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
-    let events = match parse_body(&body, ndjson) {
-        Ok(e) => e,
-        Err((error, items)) => {
-            metrics.rejected.inc_by(items.len().max(1) as u64);
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": error, "items": items})),
-            )
-                .into_response();
-        }
-    };
+    let events = parse_body(&body, ndjson).map_err(|(message, items)| {
+        metrics.rejected.inc_by(items.len().max(1) as u64);
+        ApiError::InvalidEvents { message, items }
+    })?;
     let budget = app.config.journal.max_bytes;
     if app.journal.live_bytes() + body.len() as u64 > budget {
         metrics.rejected.inc_by(events.len() as u64);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            Json(json!({"error": format!(
-                "the journal holds {} bytes of undelivered events, over its budget of {budget} (journal.maxBytes); retry later",
-                app.journal.live_bytes()
-            )})),
-        )
-            .into_response();
+        return Err(ApiError::OverBudget(format!(
+            "the journal holds {} bytes of undelivered events, over its budget of {budget} (journal.maxBytes); retry later",
+            app.journal.live_bytes()
+        )));
     }
     let n = events.len();
     let received_at = chrono::Utc::now().timestamp_millis();
-    match app.journal.append(events, received_at, backfill).await {
-        Ok(range) => {
-            metrics.accepted.inc_by(n as u64);
-            metrics
-                .intake_to_journal
-                .observe(started.elapsed().as_secs_f64());
-            let sequences: Vec<u64> = range.collect();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"accepted": n, "sequences": sequences})),
-            )
-                .into_response()
-        }
-        Err(e) => {
+    let range = app
+        .journal
+        .append(events, received_at, backfill)
+        .await
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot make events durable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                Json(json!({"error": e.to_string()})),
-            )
-                .into_response()
-        }
-    }
+            ApiError::NotDurable(e)
+        })?;
+    metrics.accepted.inc_by(n as u64);
+    metrics
+        .intake_to_journal
+        .observe(started.elapsed().as_secs_f64());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            accepted: n,
+            sequences: range.collect(),
+        }),
+    ))
 }
 
 #[cfg(test)]

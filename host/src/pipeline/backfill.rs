@@ -17,8 +17,8 @@ pub struct Backfills {
 }
 
 impl Backfills {
-    pub fn load(journal: Arc<Journal>) -> Result<Arc<Backfills>, JournalError> {
-        let entries = journal.backfills()?;
+    pub async fn load(journal: Arc<Journal>) -> Result<Arc<Backfills>, JournalError> {
+        let entries = journal.backfills().await?;
         Ok(Arc::new(Backfills {
             journal,
             entries: Mutex::new(entries),

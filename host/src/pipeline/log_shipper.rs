@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::telemetry::{MonitorEvent, Telemetry};
 use crate::journal::{Journal, LogEntry};
-use crate::s3db::schema::Catalog;
+use crate::s3db::schema::{Catalog, Partition};
 use crate::s3db::{Behavior, Connection, Database};
 
 /// The cursor name under which the shipped position is kept (not a valid replicator id).
-const POSITION: &str = "#replicator-log";
+pub const POSITION: &str = "#replicator-log";
 
 /// The attributes of s3db.js 21.6's log resource, plus what the host knows beyond them.
 const ATTRIBUTES: [(&str, &str); 12] = [
@@ -82,9 +82,13 @@ pub async fn run(
 async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, String> {
     let after = journal
         .cursor(POSITION)
+        .await
         .map_err(|e| e.to_string())?
         .unwrap_or(0);
-    let entries = journal.logs_after(after, 200).map_err(|e| e.to_string())?;
+    let entries = journal
+        .logs_after(after, 200)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(last) = entries.last().map(|e| e.log_id) else {
         return Ok(0);
     };
@@ -116,17 +120,20 @@ async fn ensure_resource(db: &Database, name: &str) -> Result<crate::s3db::Resou
             .collect();
         let mut catalog = Catalog::empty();
         catalog.extend(name, &fields, Behavior::BodyOnly);
-        catalog.set_partitions(
-            name,
-            json!({"byDate": {"fields": {"createdAt": "dateonly"}}}),
-        );
-        db.define(name, catalog.0["resources"][name].clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let by_date = Partition {
+            fields: [("createdAt".to_string(), "dateonly".to_string())].into(),
+            extra: Default::default(),
+        };
+        catalog.set_partitions(name, [("byDate".to_string(), by_date)].into());
+        let entry = catalog.resources.remove(name).expect("extend created it");
+        db.define(name, entry).await.map_err(|e| e.to_string())?;
     }
-    db.resource(name)
-        .expect("defined")
-        .map_err(|e| e.to_string())
+    match db.resource(name) {
+        Some(resource) => resource.map_err(|e| e.to_string()),
+        None => Err(format!(
+            "{name} is not in s3db.json right after it was defined"
+        )),
+    }
 }
 
 /// The record of one log entry, with an id s3db.js accepts.

@@ -4,7 +4,6 @@
 
 pub mod backfill;
 mod log_shipper;
-pub mod retry;
 pub mod telemetry;
 mod worker;
 
@@ -16,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, DriverKind, JournalConfig};
 use crate::journal::{DeadLetter, Journal, JournalError};
 use backfill::Backfills;
-use telemetry::{ReplicatorStats, State, Telemetry};
+use telemetry::{MonitorEvent, ReplicatorCounters, ReplicatorStats, State, Telemetry};
 use worker::{Control, Worker, WorkerParts};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +71,9 @@ impl Pipeline {
         journal: Arc<Journal>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Pipeline, PipelineError> {
-        let backfills = Backfills::load(journal.clone())?;
+        let backfills = Backfills::load(journal.clone()).await?;
         let wants_plugins = config.replicators.iter().any(|r| {
-            matches!(r.driver_config, crate::config::DriverConfig::Wasm(_))
-                || r.routes.iter().any(|x| x.transform.is_some())
+            r.driver_config.needs_plugins() || r.routes.iter().any(|x| x.transform.is_some())
         });
         let plugins = if wants_plugins {
             Some(
@@ -94,7 +92,7 @@ impl Pipeline {
         let mut workers = Vec::new();
         for r in &config.replicators {
             // A new replicator starts at the current head; history comes through backfill or replay.
-            let cursor = match journal.cursor(&r.id)? {
+            let cursor = match journal.cursor(&r.id).await? {
                 Some(c) => c,
                 None => {
                     let head = journal.head();
@@ -129,10 +127,15 @@ impl Pipeline {
                         _ => None,
                     });
                 }
-                let driver =
-                    crate::drivers::build(&r.driver_config, plugins.as_ref(), r.delivery.timeout)
-                        .await
-                        .map_err(plugin_error)?;
+                let context = crate::drivers::BuildContext {
+                    plugins: plugins.as_ref(),
+                    attempt_timeout: r.delivery.timeout,
+                };
+                let driver = r
+                    .driver_config
+                    .build(&context)
+                    .await
+                    .map_err(plugin_error)?;
                 let mut policy = r.delivery.clone();
                 if let Some(max) = driver.max_batch_size()
                     && max < policy.batch_size
@@ -147,13 +150,14 @@ impl Pipeline {
                     driver: driver.clone(),
                     policy,
                     journal: journal.clone(),
-                    telemetry: telemetry.clone(),
-                    stats: stats.clone(),
+                    counters: ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone()),
                     log_errors: config.log_errors,
                     control: rx,
                     backfills: backfills.clone(),
+                    max_fan_out: config.plugins.max_fan_out,
                 });
-                workers.push(tokio::spawn(worker.run()));
+                let counters = ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone());
+                workers.push(tokio::spawn(supervise(worker, counters)));
                 (Some(tx), Some(driver))
             } else {
                 stats
@@ -163,7 +167,7 @@ impl Pipeline {
             };
             replicators.push(ReplicatorHandle {
                 id: r.id.clone(),
-                driver: r.driver,
+                driver: r.driver_config.kind(),
                 stats,
                 control,
                 destination,
@@ -171,10 +175,8 @@ impl Pipeline {
         }
         let floors: Vec<Arc<ReplicatorStats>> =
             replicators.iter().map(|r| r.stats.clone()).collect();
-        if let (true, Some(conn)) = (
-            config.persist_replicator_log,
-            &config.replicator_log_database,
-        ) {
+        let ships_log = config.persist_replicator_log && config.replicator_log_database.is_some();
+        if let (true, Some(conn)) = (ships_log, &config.replicator_log_database) {
             background.push(tokio::spawn(log_shipper::run(
                 journal.clone(),
                 telemetry.clone(),
@@ -191,6 +193,7 @@ impl Pipeline {
             floors,
             backfills.clone(),
             config.journal.clone(),
+            ships_log,
         )));
         Ok(Pipeline {
             backfills,
@@ -228,7 +231,7 @@ impl Pipeline {
     /// Rewinds a replicator so it delivers again from `from`.
     pub async fn replay(&self, id: &str, from: u64) -> Result<(), PipelineError> {
         let control = self.control(id)?;
-        let oldest = self.journal.first_retained()?;
+        let oldest = self.journal.first_retained().await?;
         if from < oldest && from <= self.journal.head() {
             return Err(PipelineError::Pruned {
                 requested: from,
@@ -279,12 +282,36 @@ impl Pipeline {
     }
 }
 
-/// Deletes events every replicator is done with, keeping `retention` worth of history.
+/// Runs a worker; if it ever ends by a panic, the replicator says so everywhere (its records
+/// stay in the journal, and a restart delivers them).
+async fn supervise(worker: Worker, counters: ReplicatorCounters) {
+    let Err(e) = tokio::spawn(worker.run()).await else {
+        return;
+    };
+    let reason = format!("the delivery worker stopped: {e}; restart the host to resume");
+    tracing::error!(replicator = %counters.replicator(), error = %reason, "replicator stopped");
+    counters.failed(&reason);
+    counters.stats.set_state(State::Failing);
+    counters.emit(MonitorEvent {
+        name: "replicator_error",
+        replicator: counters.replicator().to_string(),
+        resource: None,
+        operation: None,
+        id: None,
+        sequence: None,
+        attempt: None,
+        error: Some(reason),
+    });
+}
+
+/// Deletes events every replicator is done with, keeping `retention` worth of history, and
+/// trims the replication log (never past what the log shipper has not written, when it runs).
 async fn prune(
     journal: Arc<Journal>,
     replicators: Vec<Arc<ReplicatorStats>>,
     backfills: Arc<Backfills>,
     config: JournalConfig,
+    ships_log: bool,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -303,11 +330,23 @@ async fn prune(
             .map_or(passed, |since| since.min(passed));
         let keep_after =
             chrono::Utc::now().timestamp_millis() - config.retention.as_millis() as i64;
+        let shipped_to = if ships_log {
+            match journal.cursor(log_shipper::POSITION).await {
+                Ok(position) => Some(position.unwrap_or(0)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the log shipper's position");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let log = crate::journal::LogRetention {
+            keep: config.log_retention,
+            shipped_to,
+        };
         loop {
-            match journal
-                .prune(floor, keep_after, 10_000, config.log_retention)
-                .await
-            {
+            match journal.prune(floor, keep_after, 10_000, log).await {
                 Ok(10_000) => continue,
                 Ok(_) => break,
                 Err(e) => {

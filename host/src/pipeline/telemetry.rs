@@ -8,8 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -254,5 +254,111 @@ impl Telemetry {
     pub fn emit(&self, event: MonitorEvent) {
         // Nobody listening is fine.
         let _ = self.monitor.send(event);
+    }
+}
+
+/// One replicator's figures: each change moves its status counters and its Prometheus series
+/// together, and failures reach the status, the metrics and the stream at once.
+pub struct ReplicatorCounters {
+    pub stats: Arc<ReplicatorStats>,
+    pub telemetry: Arc<Telemetry>,
+    label: ReplicatorLabel,
+}
+
+impl ReplicatorCounters {
+    pub fn new(replicator: &str, stats: Arc<ReplicatorStats>, telemetry: Arc<Telemetry>) -> Self {
+        ReplicatorCounters {
+            stats,
+            telemetry,
+            label: ReplicatorLabel {
+                replicator: replicator.to_string(),
+            },
+        }
+    }
+
+    pub fn replicator(&self) -> &str {
+        &self.label.replicator
+    }
+
+    /// A delivery reached its destination `seconds_in_journal` after it was accepted.
+    pub fn delivered(&self, seconds_in_journal: f64) {
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        let m = &self.telemetry.metrics;
+        m.delivered.get_or_create(&self.label).inc();
+        m.journal_to_delivered
+            .get_or_create(&self.label)
+            .observe(seconds_in_journal);
+    }
+
+    /// An attempt failed; `error` becomes the replicator's last error.
+    pub fn failed(&self, error: &str) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.telemetry
+            .metrics
+            .failed
+            .get_or_create(&self.label)
+            .inc();
+        self.stats.set_error(Some(error.to_string()));
+    }
+
+    pub fn skipped(&self) {
+        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        self.telemetry
+            .metrics
+            .skipped
+            .get_or_create(&self.label)
+            .inc();
+    }
+
+    pub fn dead_lettered(&self) {
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let m = &self.telemetry.metrics;
+        m.dead_lettered.get_or_create(&self.label).inc();
+    }
+
+    pub fn destination_call(&self, seconds: f64) {
+        let m = &self.telemetry.metrics;
+        m.destination_call
+            .get_or_create(&self.label)
+            .observe(seconds);
+    }
+
+    pub fn destination_requests(&self, more: u64) {
+        let m = &self.telemetry.metrics;
+        m.destination_requests
+            .get_or_create(&self.label)
+            .inc_by(more);
+    }
+
+    /// Where the replicator stands: done through `cursor`, `backlog` events behind the head,
+    /// the oldest unfinished one accepted at `oldest_pending_ms` (0: none).
+    pub fn progress(&self, cursor: u64, backlog: u64, oldest_pending_ms: i64) {
+        self.stats.cursor.store(cursor, Ordering::Relaxed);
+        self.stats
+            .oldest_pending_ms
+            .store(oldest_pending_ms.max(0) as u64, Ordering::Relaxed);
+        let m = &self.telemetry.metrics;
+        m.backlog.get_or_create(&self.label).set(backlog as i64);
+        m.lag_seconds.get_or_create(&self.label).set(lag_seconds(
+            oldest_pending_ms,
+            chrono::Utc::now().timestamp_millis(),
+        ));
+    }
+
+    pub fn emit(&self, event: MonitorEvent) {
+        self.telemetry.emit(event);
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.telemetry.verbose
+    }
+}
+
+/// Seconds since the oldest unfinished event was accepted (0 when none is waiting).
+pub fn lag_seconds(oldest_pending_ms: i64, now_ms: i64) -> f64 {
+    if oldest_pending_ms > 0 {
+        (now_ms - oldest_pending_ms).max(0) as f64 / 1000.0
+    } else {
+        0.0
     }
 }

@@ -60,9 +60,6 @@ fn parse(field: &str, bytes: Option<Vec<u8>>) -> Result<Option<serde_json::Value
 /// A plugin's event, keeping the input's sequence and acceptance time (its identity in the
 /// journal); ids and documents are the plugin's.
 pub fn from_wit(w: WitEvent, input: &StoredEvent) -> Result<StoredEvent, String> {
-    if w.id.is_empty() {
-        return Err("an event without an id".into());
-    }
     Ok(StoredEvent {
         sequence: input.sequence,
         received_at_ms: input.received_at_ms,

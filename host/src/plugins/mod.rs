@@ -4,6 +4,7 @@
 
 mod bindings;
 pub mod check;
+mod config;
 mod convert;
 mod digest;
 pub mod driver;
@@ -14,6 +15,7 @@ pub mod transform;
 
 use std::path::PathBuf;
 
+pub use config::PluginsConfig;
 pub use convert::to_wit;
 pub use runtime::Runtime;
 
@@ -42,4 +44,6 @@ pub enum PluginError {
     Cache(PathBuf, String),
     #[error("Wasm engine: {0}")]
     Engine(String),
+    #[error("{path}: no Wasm runtime was started for this replicator", path = .0.display())]
+    NoRuntime(PathBuf),
 }

@@ -18,10 +18,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::PluginError;
+use super::PluginsConfig;
 use super::bindings::Level;
 use super::egress::{DeniedRequests, Egress};
 use super::stderr::StderrTail;
-use crate::config::PluginsConfig;
 use crate::redact::Secrets;
 
 /// How often the epoch advances; deadlines are counted in these ticks.

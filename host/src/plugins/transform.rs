@@ -301,6 +301,14 @@ impl Transform {
                 convert::with_documents(input, documents).map(|e| vec![e])
             }
             Outcome::Skip => Ok(vec![]),
+            Outcome::Many(list) if list.len() > self.runtime.config().max_fan_out => {
+                return TransformOutcome::Failed(format!(
+                    "plugin {} made {} events of one record, over plugins.maxFanOut ({})",
+                    self.name,
+                    list.len(),
+                    self.runtime.config().max_fan_out
+                ));
+            }
             Outcome::Many(list) => list
                 .into_iter()
                 .map(|e| convert::from_wit(e, input))
@@ -309,6 +317,15 @@ impl Transform {
                 return TransformOutcome::Failed(self.secrets.mask(&error_text(&err)));
             }
         };
+        // What a plugin makes is held to the rules intake holds senders to.
+        let events = events.and_then(|list| {
+            for (i, e) in list.iter().enumerate() {
+                e.event.check().map_err(|problems| {
+                    format!("an invalid event (#{i}): {}", problems.join("; "))
+                })?;
+            }
+            Ok(list)
+        });
         match events {
             Ok(list) => TransformOutcome::Emit(list),
             Err(e) => TransformOutcome::Failed(

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::redact::Secret;
 
 #[derive(Debug, Clone)]
 pub enum Location {

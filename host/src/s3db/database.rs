@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::codec::{EncodeError, definition_for};
 use super::connection::Connection;
 use super::record::{self, lookup};
-use super::schema::{Behavior, Catalog, Resource};
-use super::store::{Put, Store, StoreError, StoreErrorKind};
+use super::schema::{Behavior, Catalog, CatalogError, Resource, ResourceEntry};
+use super::store::{Put, Store, StoreError};
+use crate::delivery::ErrorKind;
 
 const CATALOG: &str = "s3db.json";
 const LOCK: &str = "plugin=s3db-core/locks/namespace=metadata/s3db-metadata.json";
@@ -19,6 +20,13 @@ const LOCK: &str = "plugin=s3db-core/locks/namespace=metadata/s3db-metadata.json
 pub enum S3dbError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The database's `s3db.json` cannot be used until someone mends it.
+    #[error("{database}: {source}")]
+    Catalog {
+        database: String,
+        source: CatalogError,
+    },
+    /// A record s3db cannot hold (its id, a value its schema refuses).
     #[error("{0}")]
     Record(String),
 }
@@ -53,23 +61,26 @@ impl Database {
 
     pub async fn reload(&self) -> Result<(), S3dbError> {
         if let Some(obj) = self.store.get(&self.conn.key(CATALOG)).await? {
-            let value: Value = serde_json::from_slice(&obj.body).map_err(|e| {
-                S3dbError::Record(format!(
-                    "{} holds an s3db.json that is not JSON: {e}",
-                    self.conn.shown
-                ))
-            })?;
-            *self.catalog.write().expect("catalog lock") = Catalog(value);
+            let catalog = Catalog::parse(&obj.body).map_err(|e| self.catalog_error(e))?;
+            *self.catalog.write().expect("catalog lock") = catalog;
         }
         Ok(())
+    }
+
+    fn catalog_error(&self, source: CatalogError) -> S3dbError {
+        S3dbError::Catalog {
+            database: self.conn.shown.clone(),
+            source,
+        }
     }
 
     pub fn resource_names(&self) -> Vec<String> {
         self.catalog.read().expect("catalog lock").resource_names()
     }
 
-    pub fn resource(&self, name: &str) -> Option<Result<Resource, String>> {
-        self.catalog.read().expect("catalog lock").resource(name)
+    pub fn resource(&self, name: &str) -> Option<Result<Resource, S3dbError>> {
+        let found = self.catalog.read().expect("catalog lock").resource(name);
+        found.map(|r| r.map_err(|e| self.catalog_error(e)))
     }
 
     /// Makes sure `name` exists and has attributes for every field of `samples`; new ones are
@@ -101,31 +112,34 @@ impl Database {
             }
             out
         };
-        {
+        let known = {
             let catalog = self.catalog.read().expect("catalog lock");
-            if catalog.resource(name).is_some() && missing(&catalog).is_empty() {
-                return catalog
-                    .resource(name)
-                    .expect("checked")
-                    .map_err(S3dbError::Record);
+            match catalog.resource(name) {
+                Some(resource) if missing(&catalog).is_empty() => Some(resource),
+                _ => None,
             }
+        };
+        if let Some(resource) = known {
+            return resource.map_err(|e| self.catalog_error(e));
         }
         self.change_catalog(|catalog| {
             let fields = missing(catalog);
             catalog.extend(name, &fields, behavior)
         })
         .await?;
-        self.resource(name)
-            .expect("just ensured")
-            .map_err(S3dbError::Record)
+        self.resource(name).unwrap_or_else(|| {
+            Err(self.catalog_error(CatalogError::Shape(format!(
+                "resource \"{name}\" is missing right after it was written (another writer removed it)"
+            ))))
+        })
     }
 
     /// Adds a complete resource entry to `s3db.json` unless a resource of that name exists.
-    pub async fn define(&self, name: &str, entry: Value) -> Result<(), S3dbError> {
+    pub async fn define(&self, name: &str, entry: ResourceEntry) -> Result<(), S3dbError> {
         self.change_catalog(|catalog| {
-            let absent = catalog.0["resources"].get(name).is_none();
+            let absent = !catalog.resources.contains_key(name);
             if absent {
-                catalog.0["resources"][name] = entry;
+                catalog.resources.insert(name.to_string(), entry);
             }
             absent
         })
@@ -156,7 +170,7 @@ impl Database {
     }
 
     async fn save(&self, catalog: &Catalog) -> Result<(), S3dbError> {
-        let body = serde_json::to_vec_pretty(&catalog.0).expect("JSON serializes");
+        let body = catalog.to_json();
         self.store
             .put(
                 &self.conn.key(CATALOG),
@@ -208,7 +222,7 @@ impl Database {
             }
         }
         Err(StoreError {
-            kind: StoreErrorKind::Transient,
+            kind: ErrorKind::Transient,
             message: format!("{}: the s3db.json lock stays taken", self.conn.shown),
         }
         .into())

@@ -1,8 +1,10 @@
 //! `s3db.json`: resource definitions, versions and the schema registry that assigns each
 //! attribute its short metadata key (base36 index, never reused once burned).
 //!
-//! The file is kept as JSON and edited in place, so fields this host does not know survive.
+//! The file is read into typed structures; every level keeps the keys this host does not know
+//! (`extra`), so a write puts back what s3db.js wrote.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -11,7 +13,8 @@ use super::base62;
 use super::codec::{Kind, kind_of};
 
 /// How a resource splits a record between metadata and body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Behavior {
     UserManaged,
     BodyOverflow,
@@ -43,6 +46,99 @@ impl Behavior {
     }
 }
 
+/// A catalog this host cannot use: what is wrong, and where in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("s3db.json is not an s3db catalog: {0}")]
+    Shape(String),
+    #[error(
+        "s3db.json: resource \"{resource}\" has no definition for its current version \"{version}\""
+    )]
+    MissingVersion { resource: String, version: String },
+}
+
+/// The whole `s3db.json` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `resources[name]`: the resource's versions and its schema registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceEntry {
+    #[serde(default = "first_version")]
+    pub current_version: String,
+    #[serde(default)]
+    pub versions: BTreeMap<String, Definition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<SchemaRegistry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<BTreeMap<String, Partition>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn first_version() -> String {
+    "v1".into()
+}
+
+/// One version of a resource's definition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Definition {
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<Behavior>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamps: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<BTreeMap<String, Partition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A partition: field path -> rule (`string`, `date`, `maxlength:N`...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Attribute path -> registry index; burned indices are never given again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaRegistry {
+    #[serde(default)]
+    pub next_index: u64,
+    #[serde(default)]
+    pub mapping: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub burned: Vec<BurnedIndex>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BurnedIndex {
+    pub index: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// One attribute leaf: its dotted path, short key and type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attribute {
@@ -68,33 +164,25 @@ pub struct Resource {
 
 impl Resource {
     /// Reads `resources[name]` of an `s3db.json` document.
-    pub fn from_catalog(name: &str, entry: &Value) -> Result<Resource, String> {
-        let version = entry["currentVersion"].as_str().unwrap_or("v1").to_string();
-        let def = &entry["versions"][&version];
-        if !def.is_object() {
-            return Err(format!(
-                "resource {name}: s3db.json has no definition for its current version {version}"
-            ));
-        }
-        let behavior = def["behavior"]
-            .as_str()
-            .map(|b| {
-                Behavior::parse(b).ok_or_else(|| format!("resource {name}: unknown behavior {b}"))
-            })
-            .transpose()?
-            .unwrap_or(Behavior::UserManaged);
+    pub fn from_catalog(name: &str, entry: &ResourceEntry) -> Result<Resource, CatalogError> {
+        let version = entry.current_version.clone();
+        let def = entry
+            .versions
+            .get(&version)
+            .ok_or_else(|| CatalogError::MissingVersion {
+                resource: name.into(),
+                version: version.clone(),
+            })?;
         let mut leaves = Vec::new();
-        if let Some(attrs) = def["attributes"].as_object() {
-            flatten_definition(attrs, "", &mut leaves);
-        }
-        let mapping = entry["schemaRegistry"]["mapping"].as_object();
+        flatten_definition(&def.attributes, "", &mut leaves);
+        let mapping = entry.schema_registry.as_ref().map(|r| &r.mapping);
         let mut attributes = BTreeMap::new();
         let mut by_key = BTreeMap::new();
         for (i, (path, definition)) in leaves.into_iter().enumerate() {
             // Old databases without a registry use the position in the path list.
             let index = match mapping {
-                Some(m) => match m.get(&path).and_then(Value::as_u64) {
-                    Some(ix) => ix,
+                Some(m) => match m.get(&path) {
+                    Some(ix) => *ix,
                     None => continue,
                 },
                 None => i as u64,
@@ -110,25 +198,17 @@ impl Resource {
                 },
             );
         }
-        let mut partitions = BTreeMap::new();
-        if let Some(parts) = def["partitions"].as_object() {
-            for (pname, p) in parts {
-                let fields = p["fields"]
-                    .as_object()
-                    .map(|f| {
-                        f.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("string").to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                partitions.insert(pname.clone(), fields);
-            }
-        }
+        let partitions = def
+            .partitions
+            .iter()
+            .flatten()
+            .map(|(name, p)| (name.clone(), p.fields.clone()))
+            .collect();
         Ok(Resource {
             name: name.into(),
             version,
-            behavior,
-            timestamps: def["timestamps"].as_bool().unwrap_or(false),
+            behavior: def.behavior.unwrap_or(Behavior::UserManaged),
+            timestamps: def.timestamps.unwrap_or(false),
             partitions,
             attributes,
             by_key,
@@ -173,29 +253,42 @@ fn flatten_definition(attrs: &Map<String, Value>, prefix: &str, out: &mut Vec<(S
     }
 }
 
-/// The whole `s3db.json` document.
-#[derive(Debug, Clone)]
-pub struct Catalog(pub Value);
-
 impl Catalog {
     pub fn empty() -> Self {
-        Catalog(json!({
-            "version": "1",
-            "s3dbVersion": "21.6.2",
-            "lastUpdated": crate::event::now_rfc3339(),
-            "resources": {}
-        }))
+        let mut extra = Map::new();
+        extra.insert("version".into(), json!("1"));
+        extra.insert("s3dbVersion".into(), json!("21.6.2"));
+        Catalog {
+            resources: BTreeMap::new(),
+            last_updated: Some(crate::event::now_rfc3339()),
+            extra,
+        }
+    }
+
+    /// Reads an `s3db.json` body; an error names the key path at fault.
+    pub fn parse(body: &[u8]) -> Result<Catalog, CatalogError> {
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            CatalogError::Shape(if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        })
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a catalog serializes")
     }
 
     pub fn resource_names(&self) -> Vec<String> {
-        self.0["resources"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.resources.keys().cloned().collect()
     }
 
-    pub fn resource(&self, name: &str) -> Option<Result<Resource, String>> {
-        self.0["resources"]
+    pub fn resource(&self, name: &str) -> Option<Result<Resource, CatalogError>> {
+        self.resources
             .get(name)
             .map(|e| Resource::from_catalog(name, e))
     }
@@ -210,51 +303,49 @@ impl Catalog {
         behavior: Behavior,
     ) -> bool {
         let now = crate::event::now_rfc3339();
-        let resources = self.0["resources"]
-            .as_object_mut()
-            .expect("resources is an object");
-        let entry = resources.entry(name.to_string()).or_insert_with(|| {
-            json!({
-                "currentVersion": "v0",
-                "partitions": {},
-                "createdBy": "replicator",
-                "versions": {},
-                "schemaRegistry": {"nextIndex": 0, "mapping": {}, "burned": []},
-                "pluginSchemaRegistry": {}
-            })
-        });
-        let current = entry["currentVersion"].as_str().unwrap_or("v0").to_string();
-        let mut def = entry["versions"].get(&current).cloned().unwrap_or_else(|| {
-            json!({
-                "attributes": {}, "behavior": behavior.name(), "timestamps": false, "partitions": {},
+        let entry = self
+            .resources
+            .entry(name.to_string())
+            .or_insert_with(|| ResourceEntry {
+                current_version: "v0".into(),
+                versions: BTreeMap::new(),
+                schema_registry: Some(SchemaRegistry::default()),
+                partitions: Some(BTreeMap::new()),
+                extra: json!({"createdBy": "replicator", "pluginSchemaRegistry": {}})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        let current = entry.current_version.clone();
+        let existing = entry.versions.get(&current);
+        let mut changed = existing.is_none();
+        let mut def = existing.cloned().unwrap_or_else(|| Definition {
+            behavior: Some(behavior),
+            timestamps: Some(false),
+            partitions: Some(BTreeMap::new()),
+            extra: json!({
                 "paranoid": true, "allNestedObjectsOptional": true, "autoDecrypt": true, "cache": false,
                 "hooks": {}, "idSize": 22, "idGenerator": "default"
             })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            ..Definition::default()
         });
-        let mut changed = entry["versions"].get(&current).is_none();
-        let registry = &mut entry["schemaRegistry"];
-        if !registry["mapping"].is_object() {
-            *registry = json!({"nextIndex": 0, "mapping": {}, "burned": []});
-        }
+        let registry = entry.schema_registry.get_or_insert_with(Default::default);
         for (path, definition) in new_fields {
-            if def["attributes"].get(path).is_some() {
+            if def.attributes.contains_key(path) {
                 continue;
             }
-            def["attributes"][path] = Value::String(definition.to_string());
-            if registry["mapping"].get(path).is_none() {
-                let next = registry["nextIndex"].as_u64().unwrap_or(0);
-                let burned: Vec<u64> = registry["burned"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b["index"].as_u64())
-                    .collect();
-                let mut index = next;
-                while burned.contains(&index) {
+            def.attributes
+                .insert(path.clone(), Value::String(definition.to_string()));
+            if !registry.mapping.contains_key(path) {
+                let mut index = registry.next_index;
+                while registry.burned.iter().any(|b| b.index == index) {
                     index += 1;
                 }
-                registry["mapping"][path] = json!(index);
-                registry["nextIndex"] = json!(index + 1);
+                registry.mapping.insert(path.clone(), index);
+                registry.next_index = index + 1;
             }
             changed = true;
         }
@@ -263,31 +354,31 @@ impl Catalog {
         }
         let number: u64 = current.trim_start_matches('v').parse().unwrap_or(0);
         let version = format!("v{}", number + 1);
-        def["hash"] = Value::String(definition_hash(&def));
-        def["createdAt"] = Value::String(now.clone());
-        entry["versions"][&version] = def;
-        entry["currentVersion"] = Value::String(version);
-        self.0["lastUpdated"] = Value::String(now);
+        def.hash = Some(definition_hash(&def));
+        def.created_at = Some(now.clone());
+        entry.versions.insert(version.clone(), def);
+        entry.current_version = version;
+        self.last_updated = Some(now);
         true
     }
-}
 
-impl Catalog {
-    /// Sets the partitions of a resource's current definition.
-    pub fn set_partitions(&mut self, name: &str, partitions: Value) {
-        let entry = &mut self.0["resources"][name];
-        let version = entry["currentVersion"].as_str().unwrap_or("v1").to_string();
-        let def = &mut entry["versions"][&version];
-        def["partitions"] = partitions.clone();
-        def["hash"] = Value::String(definition_hash(def));
-        entry["partitions"] = partitions;
+    /// Sets the partitions of a resource's current definition (a resource `extend` made).
+    pub fn set_partitions(&mut self, name: &str, partitions: BTreeMap<String, Partition>) {
+        let Some(entry) = self.resources.get_mut(name) else {
+            return;
+        };
+        if let Some(def) = entry.versions.get_mut(&entry.current_version) {
+            def.partitions = Some(partitions.clone());
+            def.hash = Some(definition_hash(def));
+        }
+        entry.partitions = Some(partitions);
     }
 }
 
 /// `sha256:` of the key-sorted JSON of the parts of a definition that make it different.
-fn definition_hash(def: &Value) -> String {
+fn definition_hash(def: &Definition) -> String {
     // serde_json's maps are sorted (no preserve_order), which gives the stable order.
-    let basis = json!({"attributes": def["attributes"], "behavior": def["behavior"], "partitions": def["partitions"]});
+    let basis = json!({"attributes": def.attributes, "behavior": def.behavior, "partitions": def.partitions});
     format!("sha256:{:x}", Sha256::digest(basis.to_string().as_bytes()))
 }
 
@@ -316,8 +407,15 @@ mod tests {
             &[("name".into(), "string|optional")],
             Behavior::BodyOverflow
         ));
-        c.0["resources"]["users"]["schemaRegistry"]["burned"] =
-            json!([{"index": 2, "attribute": "old", "reason": "removed"}]);
+        c.resources
+            .get_mut("users")
+            .unwrap()
+            .schema_registry
+            .as_mut()
+            .unwrap()
+            .burned =
+            serde_json::from_value(json!([{"index": 2, "attribute": "old", "reason": "removed"}]))
+                .unwrap();
         assert!(c.extend(
             "users",
             &[("email".into(), "string|optional")],
@@ -335,11 +433,47 @@ mod tests {
     fn reads_a_definition_written_by_s3db_js() {
         let entry = json!({"currentVersion":"v1","partitions":{},"versions":{"v1":{"attributes":{"title":"string","n":"number","address":{"city":"string"},"tags":{"type":"array","items":"string"}},"behavior":"user-managed","timestamps":true,"partitions":{"byCity":{"fields":{"address.city":"string"}}}}},
             "schemaRegistry":{"nextIndex":5,"mapping":{"title":0,"n":1,"address.city":2,"address":3,"tags":4},"burned":[]}});
-        let r = Resource::from_catalog("items", &entry).unwrap();
+        let r = Resource::from_catalog("items", &serde_json::from_value(entry).unwrap()).unwrap();
         assert_eq!(r.attributes["address.city"].key, "2");
         assert_eq!(r.attributes["tags"].kind, Kind::StringArray);
         assert_eq!(r.by_key["1"], "n");
         assert!(r.timestamps);
         assert_eq!(r.partitions["byCity"]["address.city"], "string");
+    }
+
+    #[test]
+    fn a_catalog_it_cannot_use_is_an_error_naming_the_key() {
+        let e = Catalog::parse(br#"{"version":"1","s3dbVersion":"21.6.2","resources":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resources: invalid type: sequence"), "{e}");
+        let e = Catalog::parse(
+            br#"{"resources":{"u":{"currentVersion":"v1","versions":{"v1":{"behavior":"odd"}}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("resources.u.versions.v1.behavior: unknown variant `odd`"),
+            "{e}"
+        );
+        let c =
+            Catalog::parse(br#"{"resources":{"u":{"currentVersion":"v2","versions":{"v1":{}}}}}"#)
+                .unwrap();
+        assert_eq!(
+            c.resource("u").unwrap().unwrap_err(),
+            CatalogError::MissingVersion {
+                resource: "u".into(),
+                version: "v2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn keys_it_does_not_know_are_written_back() {
+        let text = br#"{"version":"1","s3dbVersion":"21.6.2","future":{"a":1},"resources":{"u":{"currentVersion":"v1","hooks":["x"],"versions":{"v1":{"attributes":{"name":"string"},"paranoid":false,"partitions":{"p":{"fields":{"name":"string"},"note":"n"}}}},"schemaRegistry":{"nextIndex":1,"mapping":{"name":0},"burned":[{"index":7,"reason":"r"}],"x":2}}}}"#;
+        let c = Catalog::parse(text).unwrap();
+        let back: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        let original: Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(back, original);
     }
 }

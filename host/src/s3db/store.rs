@@ -11,24 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::connection::{Connection, Location};
-
-/// How a failed request should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    Unavailable,
-    Transient,
-    Permanent,
-}
+use crate::delivery::{ErrorKind, aws};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct StoreError {
-    pub kind: StoreErrorKind,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 impl StoreError {
-    fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         StoreError {
             kind,
             message: message.into(),
@@ -145,7 +139,7 @@ impl Store {
                 }
                 match req.send().await {
                     Ok(_) => Ok(Put::Written),
-                    Err(e) if status(&e) == Some(412) => Ok(Put::AlreadyExists),
+                    Err(e) if aws::status(&e) == Some(412) => Ok(Put::AlreadyExists),
                     Err(e) => Err(self.s3_error("PUT", key, e)),
                 }
             }
@@ -175,17 +169,14 @@ impl Store {
                             .into_iter()
                             .collect();
                         let body = out.body.collect().await.map_err(|e| {
-                            StoreError::new(
-                                StoreErrorKind::Transient,
-                                format!("reading {key}: {e}"),
-                            )
+                            StoreError::new(ErrorKind::Transient, format!("reading {key}: {e}"))
                         })?;
                         Ok(Some(Object {
                             metadata,
                             body: body.into_bytes().to_vec(),
                         }))
                     }
-                    Err(e) if status(&e) == Some(404) => Ok(None),
+                    Err(e) if aws::status(&e) == Some(404) => Ok(None),
                     Err(e) => Err(self.s3_error("GET", key, e)),
                 }
             }
@@ -217,7 +208,7 @@ impl Store {
             Backend::S3 { client, bucket } => {
                 match client.delete_object().bucket(bucket).key(key).send().await {
                     Ok(_) => Ok(()),
-                    Err(e) if status(&e) == Some(404) => Ok(()),
+                    Err(e) if aws::status(&e) == Some(404) => Ok(()),
                     Err(e) => Err(self.s3_error("DELETE", key, e)),
                 }
             }
@@ -271,53 +262,33 @@ impl Store {
                     list_files(&dir, &prefix, after.as_deref(), max)
                 })
                 .await
-                .map_err(|e| StoreError::new(StoreErrorKind::Transient, e.to_string()))?;
+                .map_err(|e| StoreError::new(ErrorKind::Transient, e.to_string()))?;
                 keys.map_err(|e| self.io_error("list", "", e))
             }
         }
     }
 
-    fn s3_error<E: std::fmt::Display>(
+    fn s3_error<E>(
         &self,
         op: &str,
         key: &str,
         e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> StoreError {
-        let what = format!("{op} {key} on {}", self.shown);
-        match &e {
-            SdkError::DispatchFailure(d) => StoreError::new(
-                StoreErrorKind::Unavailable,
-                format!("{what}: cannot connect: {d:?}"),
-            ),
-            SdkError::TimeoutError(_) => {
-                StoreError::new(StoreErrorKind::Transient, format!("{what}: timed out"))
-            }
-            SdkError::ServiceError(s) => {
-                let code = s.raw().status().as_u16();
-                let kind = if code == 429 || code == 408 || code >= 500 {
-                    StoreErrorKind::Transient
-                } else {
-                    StoreErrorKind::Permanent
-                };
-                StoreError::new(kind, format!("{what}: HTTP {code}: {}", s.err()))
-            }
-            other => StoreError::new(StoreErrorKind::Transient, format!("{what}: {other}")),
-        }
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        StoreError::new(
+            aws::error_kind(&e),
+            format!("{op} {key} on {}: {}", self.shown, aws::describe(&e)),
+        )
     }
 
     fn io_error(&self, op: &str, key: &str, e: std::io::Error) -> StoreError {
         let kind = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => StoreErrorKind::Permanent,
-            _ => StoreErrorKind::Transient,
+            std::io::ErrorKind::PermissionDenied => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
         };
         StoreError::new(kind, format!("{op} {key} in {}: {e}", self.shown))
-    }
-}
-
-fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
-    match e {
-        SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
-        _ => None,
     }
 }
 

@@ -3,8 +3,8 @@
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::config::Secret;
-use crate::config::section::Section;
+use crate::options::Section;
+use crate::redact::Secret;
 
 /// How records map onto a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! s3db destination options.
 
-use crate::config::section::Section;
+use crate::options::Section;
 use crate::s3db::{Behavior, Connection};
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,6 @@ use tokio::sync::OnceCell;
 use super::config::S3dbConfig;
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::event::Action;
-use crate::s3db::store::StoreErrorKind;
 use crate::s3db::{Database, Resource, S3dbError};
 
 pub struct S3dbSink {
@@ -86,11 +85,10 @@ impl S3dbSink {
 
 fn to_delivery(e: S3dbError) -> DeliveryError {
     match e {
-        S3dbError::Store(s) => match s.kind {
-            StoreErrorKind::Unavailable => DeliveryError::unavailable(s.message),
-            StoreErrorKind::Transient => DeliveryError::transient(s.message),
-            StoreErrorKind::Permanent => DeliveryError::permanent(s.message),
-        },
+        S3dbError::Store(s) => DeliveryError::new(s.kind, s.message),
+        // Nothing delivers to this database until someone mends its s3db.json, and no record is
+        // at fault: the records wait (no attempt spent) while the status says why.
+        e @ S3dbError::Catalog { .. } => DeliveryError::unavailable(e.to_string()),
         S3dbError::Record(m) => DeliveryError::permanent(m),
     }
 }

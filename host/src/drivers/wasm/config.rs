@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-use crate::config::section::{Section, index};
+use crate::options::{Section, index};
 use crate::plugins::egress::AllowedHost;
 
 #[derive(Debug, Clone)]

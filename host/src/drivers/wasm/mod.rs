@@ -1,8 +1,52 @@
 //! A custom destination written as a Wasm component (`driver: wasm`): the same pipeline as the
 //! built-in drivers (batching, order, retries, dead letters) around the component's `replicate`.
 
-pub mod config;
+mod config;
 mod sink;
 
 pub use config::WasmConfig;
 pub use sink::WasmSink;
+
+use std::sync::Arc;
+
+use super::{BuildContext, Driver, DriverSpec};
+use crate::options::Section;
+use crate::plugins::PluginError;
+use crate::plugins::driver::DriverPlugin;
+
+/// The wasm driver's entry in the registry.
+pub struct Wasm;
+
+#[async_trait::async_trait]
+impl DriverSpec for Wasm {
+    type Config = WasmConfig;
+
+    fn parse(options: &mut Section) -> Option<WasmConfig> {
+        config::parse(options)
+    }
+
+    fn needs_plugins(_config: &WasmConfig) -> bool {
+        true
+    }
+
+    fn describe(config: &WasmConfig) -> String {
+        config.component.display().to_string()
+    }
+
+    async fn build(
+        config: &WasmConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Driver>, PluginError> {
+        let runtime = context
+            .plugins
+            .ok_or_else(|| PluginError::NoRuntime(config.component.clone()))?;
+        let plugin = DriverPlugin::load(
+            runtime.clone(),
+            &config.component,
+            &config.config,
+            config.allow_hosts.clone(),
+        )
+        .await?;
+        Ok(Arc::new(WasmSink::new(plugin, context.attempt_timeout)))
+    }
+}

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use crate::config::section::{Section, index};
-use crate::config::{DeliveryPolicy, RetryStrategy, Secret};
+use crate::delivery::{DeliveryPolicy, RetryStrategy};
+use crate::drivers::util::http::default_retryable_statuses;
+use crate::options::{Section, index};
+use crate::redact::Secret;
 
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -29,6 +31,8 @@ pub struct WebhookConfig {
     pub batch_size: Option<usize>,
     /// Standard Webhooks secrets; several sign at once during a rotation.
     pub signing_secrets: Vec<Secret>,
+    /// Requests in flight at once for one batch (one request per event).
+    pub parallelism: usize,
 }
 
 impl WebhookConfig {
@@ -49,13 +53,6 @@ impl WebhookConfig {
         // The pipeline's attempt limit must leave room for the HTTP timeout.
         policy.timeout = policy.timeout.max(self.timeout + Duration::from_secs(1));
     }
-}
-
-/// Statuses retried by default: request timeout, rate limit and server errors.
-fn default_retry_statuses() -> Vec<u16> {
-    let mut v = vec![408, 429];
-    v.extend(500..600);
-    v
 }
 
 pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
@@ -133,7 +130,7 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
             }
         });
     let retry_on_status = match s.value("retryOnStatus") {
-        None => default_retry_statuses(),
+        None => default_retryable_statuses(),
         Some(serde_json::Value::Array(items)) => {
             let path = s.path_of("retryOnStatus");
             items
@@ -153,10 +150,11 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
         }
         Some(_) => {
             s.problem("retryOnStatus", "must be a list of HTTP status codes");
-            default_retry_statuses()
+            default_retryable_statuses()
         }
     };
     let batch = s.bool("batch").unwrap_or(false);
+    let parallelism = s.u64_in("parallelism", 1, 1024).unwrap_or(32) as usize;
     let batch_size = s.u64_in("batchSize", 1, 10_000).map(|n| n as usize);
     let mut signing_secrets = Vec::new();
     if let Some(secret) = s.string("signingSecret") {
@@ -188,5 +186,6 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
         batch,
         batch_size,
         signing_secrets,
+        parallelism,
     })
 }

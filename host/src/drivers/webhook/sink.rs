@@ -1,13 +1,13 @@
 //! Sends deliveries as HTTP requests and classifies the answers.
 
 use base64::Engine;
-use futures::future::join_all;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 
 use super::config::{Auth, WebhookConfig};
 use super::signing;
-use crate::drivers::payload::{Payload, idempotency_key};
+use crate::delivery::bounded;
+use crate::drivers::util::http as http_errors;
+use crate::drivers::util::payload::{Payload, idempotency_key};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 
 pub struct WebhookSink {
@@ -64,72 +64,26 @@ impl WebhookSink {
                 signing::signature(&self.secrets, webhook_id, timestamp, &body),
             );
         }
+        let what = format!("{} {}", c.method, self.shown_url);
         let response = req
             .body(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| http_errors::transport_error(&what, &e, c.timeout))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
-        let snippet: String = text.chars().take(300).collect();
-        let message = format!(
-            "{} {} answered HTTP {status}: {}",
-            c.method,
-            self.shown_url,
-            snippet.trim()
-        );
-        let mut err = if c.retry_on_status.contains(&status.as_u16()) {
-            DeliveryError::transient(message)
-        } else {
-            DeliveryError::permanent(message)
-        };
-        err.retry_after = retry_after;
-        Err(err)
+        Err(http_errors::status_error(
+            &what,
+            status,
+            &headers,
+            &text,
+            &c.retry_on_status,
+        ))
     }
-
-    fn transport_error(&self, e: reqwest::Error) -> DeliveryError {
-        let what = format!("{} {}", self.config.method, self.shown_url);
-        if e.is_timeout() {
-            DeliveryError::transient(format!("{what} timed out after {:?}", self.config.timeout))
-        } else if e.is_connect() {
-            DeliveryError::unavailable(format!("{what}: cannot connect: {}", source_chain(&e)))
-        } else {
-            DeliveryError::transient(format!("{what}: {}", source_chain(&e)))
-        }
-    }
-}
-
-/// The error and its causes, without the URL reqwest would print (it may hold a token).
-fn source_chain(e: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        parts.push(err.to_string());
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        "request failed".into()
-    } else {
-        parts.join(": ")
-    }
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let wait = when.signed_duration_since(chrono::Utc::now());
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[async_trait::async_trait]
@@ -156,28 +110,14 @@ impl Driver for WebhookSink {
             self.send(&id, body).await?;
             return Ok(vec![Ok(()); batch.len()]);
         }
-        let sends = batch.iter().map(|d| {
-            let body = serde_json::to_vec(&Payload::of(d)).expect("payload serializes");
-            let id = idempotency_key(d);
-            async move { self.send(&id, body).await }
-        });
-        Ok(join_all(sends).await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_in_seconds_and_as_a_date() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&later).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
+        let sends: Vec<_> = batch
+            .iter()
+            .map(|d| {
+                let body = serde_json::to_vec(&Payload::of(d)).expect("payload serializes");
+                let id = idempotency_key(d);
+                async move { self.send(&id, body).await }
+            })
+            .collect();
+        Ok(bounded(sends, self.config.parallelism).await)
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Delivery;
+use crate::delivery::Delivery;
 
 #[derive(Serialize)]
 pub struct Payload<'a> {

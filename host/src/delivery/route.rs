@@ -1,0 +1,51 @@
+//! Routes: which events of a replicator go where (source resource -> destination name, which
+//! actions, through which transform). Built by the config reader, used by pipeline and drivers.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+use crate::event::Action;
+
+/// A route for this resource name takes every resource, each to its own name.
+pub const ANY_RESOURCE: &str = "*";
+
+/// Which actions a route replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionSet([bool; 3]);
+
+impl ActionSet {
+    pub const ALL: ActionSet = ActionSet([true; 3]);
+    pub const NONE: ActionSet = ActionSet([false; 3]);
+
+    pub fn add(&mut self, action: Action) {
+        self.0[action as usize] = true;
+    }
+
+    pub fn contains(self, action: Action) -> bool {
+        self.0[action as usize]
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| self.contains(*a))
+            .map(Action::as_str)
+            .collect()
+    }
+}
+
+/// A reference to a Wasm transform component, kept for the plugin runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformRef {
+    pub component: PathBuf,
+    pub config: Value,
+}
+
+/// Source resource -> destination, for one replicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub resource: String,
+    pub destination: String,
+    pub actions: ActionSet,
+    pub transform: Option<TransformRef>,
+}

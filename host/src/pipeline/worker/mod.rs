@@ -1,0 +1,798 @@
+//! One replicator's delivery loop: read from its cursor, route, transform, batch, deliver,
+//! retry, dead-letter, and move the cursor past what is finished.
+//!
+//! Ordering: a key (`route`, `resource`, `id`) has at most one delivery in flight or waiting
+//! for a retry; its later events queue behind it (`keys`). Different keys run in parallel
+//! batches. A batch's records stay here while the driver works on copies, so a task that
+//! panics or fails loses nothing: its records count a failed attempt and go again.
+
+mod keys;
+mod outcome;
+mod progress;
+mod redrive;
+mod transform_stage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::backfill::Backfills;
+use super::telemetry::{MonitorEvent, ReplicatorCounters, State};
+use crate::delivery::{self as retry, Backoff};
+use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, Route};
+use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
+use crate::event::{StoredEvent, now_rfc3339};
+use crate::journal::{Attempt, DeadLetter, Journal, JournalError, LogEntry, LogStatus};
+use crate::plugins::Transform;
+use keys::{Key, KeyQueues};
+use outcome::{BatchVerdict, Verdict};
+use progress::Progress;
+use redrive::Redrives;
+use transform_stage::TransformStage;
+
+/// Instructions from the admin API.
+pub enum Control {
+    /// Start again from `from` (a replay); answers once the cursor moved.
+    Rewind {
+        from: u64,
+        done: oneshot::Sender<()>,
+    },
+    /// Deliver these dead letters again.
+    Redrive(Vec<DeadLetter>),
+    /// Save progress and stop.
+    Stop,
+}
+
+/// A redriven dead letter's identity, carried by each delivery made of it.
+#[derive(Debug, Clone, Copy)]
+struct Redriven {
+    dead_letter: u64,
+    /// Redrives before this one.
+    redrives: u32,
+}
+
+/// One event on its way to one route.
+struct Item {
+    event: Arc<StoredEvent>,
+    route: usize,
+    attempts: Vec<Attempt>,
+    retries: Option<Backoff>,
+    outage: Option<Backoff>,
+    redriven: Option<Redriven>,
+}
+
+impl Item {
+    fn new(event: Arc<StoredEvent>, route: usize) -> Item {
+        Item {
+            event,
+            route,
+            attempts: Vec::new(),
+            retries: None,
+            outage: None,
+            redriven: None,
+        }
+    }
+}
+
+/// What the worker and its tasks share.
+struct Shared {
+    id: String,
+    routes: Vec<Arc<Route>>,
+    driver: Arc<dyn Driver>,
+    policy: DeliveryPolicy,
+    journal: Arc<Journal>,
+    counters: ReplicatorCounters,
+    log_errors: bool,
+}
+
+impl Shared {
+    fn monitor(&self, name: &'static str, item: &Item, error: Option<String>) -> MonitorEvent {
+        let e = &item.event.event;
+        MonitorEvent {
+            name,
+            replicator: self.id.clone(),
+            resource: Some(e.resource.clone()),
+            operation: Some(e.action.as_str().into()),
+            id: Some(e.id.clone()),
+            sequence: Some(item.event.sequence),
+            attempt: Some(item.attempts.len() as u32 + 1),
+            error,
+        }
+    }
+
+    fn log_entry(&self, item: &Item, status: LogStatus, error: Option<String>) -> LogEntry {
+        let e = &item.event.event;
+        LogEntry {
+            log_id: 0,
+            at: now_rfc3339(),
+            replicator: self.id.clone(),
+            resource: e.resource.clone(),
+            destination: self.routes[item.route].destination.clone(),
+            action: e.action.as_str().into(),
+            id: e.id.clone(),
+            sequence: item.event.sequence,
+            status,
+            error,
+            attempts: item.attempts.len() as u32 + u32::from(status == LogStatus::Success),
+        }
+    }
+
+    /// Stores a dead letter; `transformed`: the event is the route's transform output.
+    async fn dead_letter(
+        &self,
+        item: &Item,
+        error: &str,
+        transformed: bool,
+    ) -> Result<(), JournalError> {
+        let e = &item.event.event;
+        let route = &self.routes[item.route];
+        let entry = DeadLetter {
+            id: 0,
+            replicator: self.id.clone(),
+            resource: e.resource.clone(),
+            destination: route.destination.clone(),
+            action: e.action.as_str().into(),
+            record_id: e.id.clone(),
+            sequence: item.event.sequence,
+            error: error.to_string(),
+            attempts: item.attempts.clone(),
+            dead_lettered_at: now_rfc3339(),
+            redrives: item.redriven.map_or(0, |r| r.redrives),
+            route: route.resource.clone(),
+            transformed,
+            event: (*item.event).clone(),
+        };
+        let id = self.journal.dead_letter(entry).await.inspect_err(|je| {
+            tracing::error!(replicator = %self.id, error = %je, "cannot store a dead letter; the record stays queued");
+        })?;
+        self.counters.dead_lettered();
+        tracing::warn!(replicator = %self.id, resource = %e.resource, id = %e.id, sequence = item.event.sequence, dead_letter = id, error, "dead-lettered");
+        let mut ev = self.monitor("dead_lettered", item, Some(error.to_string()));
+        ev.attempt = Some(item.attempts.len() as u32);
+        self.counters.emit(ev);
+        Ok(())
+    }
+
+    /// Stores a dead letter, trying again until the journal takes it: a record that failed
+    /// for good is never dropped.
+    async fn dead_letter_surely(&self, item: &Item, error: &str, transformed: bool) {
+        while self.dead_letter(item, error, transformed).await.is_err() {
+            tokio::time::sleep(self.policy.retry_delay.max(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Appends replication-log entries in the background; a failure is reported, not waited on.
+    fn log(self: &Arc<Self>, entries: Vec<LogEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = s.journal.log(entries).await {
+                s.counters.emit(MonitorEvent {
+                    name: "replicator_log_error",
+                    replicator: s.id.clone(),
+                    resource: None,
+                    operation: None,
+                    id: None,
+                    sequence: None,
+                    attempt: None,
+                    error: Some(e.to_string()),
+                });
+            }
+        });
+    }
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    by_resource: HashMap<String, Vec<usize>>,
+    control: mpsc::Receiver<Control>,
+    keys: KeyQueues<Item>,
+    /// Batches refused as a whole, to be tried as halves before anything else.
+    halves: Vec<Vec<(Key, Item)>>,
+    /// Driver calls under way; each batch's records wait in `flights` under its task id.
+    in_flight: JoinSet<BatchOutcome>,
+    flights: HashMap<tokio::task::Id, Vec<(Key, Item)>>,
+    transforms: TransformStage,
+    progress: Progress,
+    redrives: Redrives,
+    /// Destination requests already added to the metric.
+    requests_reported: u64,
+    backfills: Arc<Backfills>,
+    /// While backfills run: the newest live sequence of each record after `tracking`.
+    tracking: Option<u64>,
+    live_keys: HashMap<u64, u64>,
+}
+
+pub struct WorkerParts {
+    pub id: String,
+    pub routes: Vec<Route>,
+    /// The transform of each route, if any.
+    pub transforms: Vec<Option<Arc<Transform>>>,
+    pub driver: Arc<dyn Driver>,
+    pub policy: DeliveryPolicy,
+    pub journal: Arc<Journal>,
+    pub counters: ReplicatorCounters,
+    pub log_errors: bool,
+    pub control: mpsc::Receiver<Control>,
+    pub backfills: Arc<Backfills>,
+    /// Events one input may become through a transform.
+    pub max_fan_out: usize,
+}
+
+impl Worker {
+    pub fn new(p: WorkerParts) -> Self {
+        let mut by_resource: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in p.routes.iter().enumerate() {
+            by_resource.entry(r.resource.clone()).or_default().push(i);
+        }
+        let cursor = p.counters.stats.cursor();
+        Worker {
+            transforms: TransformStage::new(p.transforms, p.max_fan_out),
+            shared: Arc::new(Shared {
+                id: p.id,
+                routes: p.routes.into_iter().map(Arc::new).collect(),
+                driver: p.driver,
+                policy: p.policy,
+                journal: p.journal,
+                counters: p.counters,
+                log_errors: p.log_errors,
+            }),
+            by_resource,
+            control: p.control,
+            keys: KeyQueues::default(),
+            halves: Vec::new(),
+            in_flight: JoinSet::new(),
+            flights: HashMap::new(),
+            progress: Progress::from_cursor(cursor),
+            redrives: Redrives::default(),
+            requests_reported: 0,
+            backfills: p.backfills,
+            tracking: None,
+            live_keys: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        if !self.init_driver().await {
+            return;
+        }
+        self.load_redrives().await;
+        let mut head = self.shared.journal.subscribe_head();
+        let mut backfills = self.backfills.subscribe();
+        self.follow_backfills().await;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = self.fill().await {
+                self.report_stall(&format!("cannot read the journal: {e}"));
+            }
+            self.dispatch();
+            let policy = &self.shared.policy;
+            let linger_until = self.keys.ready_since().map(|t| t + policy.linger);
+            let transform_retry_at = self.transforms.retry_at();
+            tokio::select! {
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    self.batch_returned(joined).await;
+                }
+                Some(joined) = self.transforms.join_next(), if self.transforms.running() => {
+                    self.transform_returned(joined).await;
+                }
+                () = sleep_until(transform_retry_at), if transform_retry_at.is_some() => {
+                    self.transforms.restart();
+                }
+                key = self.keys.next_expired(), if self.keys.has_delayed() => {
+                    self.keys.release(key);
+                }
+                changed = head.changed() => {
+                    if changed.is_err() { break; }
+                }
+                _ = backfills.changed() => self.follow_backfills().await,
+                message = self.control.recv() => match message {
+                    Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
+                    Some(Control::Redrive(entries)) => self.redrive(entries).await,
+                    Some(Control::Stop) | None => break,
+                },
+                () = sleep_until(linger_until), if linger_until.is_some() => {
+                    self.keys.linger_over(self.shared.policy.linger);
+                }
+                _ = tick.tick() => self.checkpoint().await,
+            }
+        }
+        self.in_flight.shutdown().await;
+        self.transforms.shutdown().await;
+        self.checkpoint().await;
+        self.shared.driver.close().await;
+    }
+
+    /// Connects the driver, retrying while the destination is away; meanwhile the status shows
+    /// the backlog and how long it has waited. False when told to stop first.
+    async fn init_driver(&mut self) -> bool {
+        let s = self.shared.clone();
+        let mut delays = retry::for_outage(&s.policy);
+        loop {
+            let error = match s.driver.init().await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            tracing::warn!(replicator = %s.id, error = %error, "destination not ready; retrying");
+            s.counters.stats.set_state(State::Failing);
+            s.counters.stats.set_error(Some(error.message.clone()));
+            self.report_waiting().await;
+            let wait = delays.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                message = self.control.recv() => match message {
+                    Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
+                    // Found in the journal again once the destination answers.
+                    Some(Control::Redrive(_)) => {}
+                    Some(Control::Stop) | None => return false,
+                },
+            }
+        }
+        s.counters.stats.initialised.store(true, Ordering::Relaxed);
+        s.counters.stats.set_state(State::Running);
+        s.counters.stats.set_error(None);
+        tracing::info!(replicator = %s.id, "replicator running");
+        true
+    }
+
+    /// Backlog and lag while nothing is read yet: from the first event after the cursor.
+    async fn report_waiting(&self) {
+        let s = &self.shared;
+        let cursor = self.progress.committed;
+        let oldest = match s.journal.read(cursor + 1, 1).await {
+            Ok(events) => events.first().map_or(0, |e| e.received_at_ms),
+            Err(_) => 0,
+        };
+        let backlog = s.journal.head().saturating_sub(cursor);
+        s.counters.progress(cursor, backlog, oldest);
+    }
+
+    /// A failure that stops the replicator from making progress: status, metrics and stream.
+    fn report_stall(&self, error: &str) {
+        let s = &self.shared;
+        tracing::error!(replicator = %s.id, error, "replicator stalled");
+        s.counters.failed(error);
+        s.counters.stats.set_state(State::Failing);
+        s.counters.emit(MonitorEvent {
+            name: "replicator_error",
+            replicator: s.id.clone(),
+            resource: None,
+            operation: None,
+            id: None,
+            sequence: None,
+            attempt: None,
+            error: Some(error.to_string()),
+        });
+    }
+
+    fn enqueue(&mut self, item: Item) {
+        let e = &item.event.event;
+        let key = Key::of(item.route, &e.resource, &e.id);
+        self.keys.push(key, item);
+    }
+
+    /// Reads more of the journal while there is room in memory. Events bound for transformed
+    /// routes go to the transform stage (one read at a time, on another task) while this
+    /// loop keeps delivering; the rest are queued at once.
+    async fn fill(&mut self) -> Result<(), JournalError> {
+        let s = self.shared.clone();
+        while self.transforms.idle()
+            && self.keys.len() < s.policy.buffer_events
+            && self.progress.read_pos <= s.journal.head()
+        {
+            let room = s.policy.buffer_events - self.keys.len();
+            let events = s
+                .journal
+                .read(self.progress.read_pos, self.transforms.read_size(room))
+                .await?;
+            let Some(last) = events.last().map(|e| e.sequence) else {
+                // Nothing stored from here (pruned by a rewind past retention): skip ahead.
+                self.progress.read_pos = s.journal.head() + 1;
+                break;
+            };
+            let mut to_transform: BTreeMap<usize, Vec<Arc<StoredEvent>>> = BTreeMap::new();
+            for stored in events {
+                let stored = Arc::new(stored);
+                if !self.is_for_this_replicator(&stored) {
+                    continue;
+                }
+                let routes = self.routes_of(&stored);
+                if routes.is_empty() {
+                    continue;
+                }
+                // A transformed route holds one place until its outputs are known.
+                self.progress
+                    .track(stored.sequence, routes.len() as u32, stored.received_at_ms);
+                for route in routes {
+                    if self.transforms.has(route) {
+                        to_transform.entry(route).or_default().push(stored.clone());
+                    } else {
+                        self.enqueue(Item::new(stored.clone(), route));
+                    }
+                }
+            }
+            self.progress.read_pos = last + 1;
+            self.transforms.start(to_transform);
+        }
+        Ok(())
+    }
+
+    /// The routes that take this event; counts it skipped when its resource is routed but
+    /// none of those routes takes its action.
+    fn routes_of(&self, stored: &StoredEvent) -> Vec<usize> {
+        let s = &self.shared;
+        let candidates = self
+            .by_resource
+            .get(&stored.event.resource)
+            .or_else(|| self.by_resource.get(ANY_RESOURCE));
+        let routes: Vec<usize> = candidates
+            .map(|rs| {
+                rs.iter()
+                    .copied()
+                    .filter(|r| s.routes[*r].actions.contains(stored.event.action))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if routes.is_empty() && candidates.is_some() {
+            s.counters.skipped();
+        }
+        routes
+    }
+
+    /// Whether an event is for this replicator: a backfilled copy is not when it is aimed at
+    /// other replicators, or when a live event of its record came after its backfill started.
+    /// Live events are remembered while backfills run.
+    fn is_for_this_replicator(&mut self, stored: &StoredEvent) -> bool {
+        let record = record_key(&stored.event.resource, &stored.event.id);
+        match &stored.backfill {
+            None => {
+                if self.tracking.is_some_and(|since| stored.sequence > since) {
+                    self.live_keys.insert(record, stored.sequence);
+                }
+                true
+            }
+            Some(tag)
+                if !tag.replicators.is_empty() && !tag.replicators.contains(&self.shared.id) =>
+            {
+                false
+            }
+            Some(tag) => {
+                let newer_live = self
+                    .live_keys
+                    .get(&record)
+                    .is_some_and(|live| *live > tag.since);
+                if newer_live {
+                    self.shared.counters.skipped();
+                }
+                !newer_live
+            }
+        }
+    }
+
+    /// Follows the running backfills: starts remembering live records from the earliest
+    /// one's start (re-reading what was already read past it), or forgets them when none is
+    /// left.
+    async fn follow_backfills(&mut self) {
+        if let Err(e) = self.remember_live_records().await {
+            self.report_stall(&format!("cannot read the journal: {e}"));
+        }
+    }
+
+    async fn remember_live_records(&mut self) -> Result<(), JournalError> {
+        let since = self.backfills.tracking_since(self.progress.committed);
+        let earlier = match (since, self.tracking) {
+            (Some(new), Some(old)) => new < old,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        self.tracking = since;
+        match since {
+            None => self.live_keys.clear(),
+            Some(since) if earlier => {
+                let read_pos = self.progress.read_pos;
+                let mut from = since + 1;
+                while from < read_pos {
+                    let events = self.shared.journal.read(from, 4096).await?;
+                    let Some(last) = events.last().map(|e| e.sequence) else {
+                        break;
+                    };
+                    for e in events
+                        .iter()
+                        .filter(|e| e.backfill.is_none() && e.sequence < read_pos)
+                    {
+                        self.live_keys
+                            .insert(record_key(&e.event.resource, &e.event.id), e.sequence);
+                    }
+                    from = last + 1;
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Starts batches while there are free slots.
+    fn dispatch(&mut self) {
+        let shared = self.shared.clone();
+        let policy = &shared.policy;
+        while self.in_flight.len() < policy.concurrency {
+            if let Some(batch) = self.halves.pop() {
+                self.launch(batch);
+                continue;
+            }
+            if self.keys.ready_count() == 0 {
+                break;
+            }
+            let lingered = self
+                .keys
+                .ready_since()
+                .is_some_and(|t| t.elapsed() >= policy.linger);
+            if self.keys.ready_count() < policy.batch_size
+                && !self.in_flight.is_empty()
+                && !lingered
+            {
+                break;
+            }
+            let batch = self.keys.take_batch(policy.batch_size);
+            self.launch(batch);
+        }
+    }
+
+    /// Hands copies of a batch's events to the driver in a task; the records wait here.
+    fn launch(&mut self, batch: Vec<(Key, Item)>) {
+        let s = self.shared.clone();
+        let deliveries: Vec<Delivery> = batch
+            .iter()
+            .map(|(_, item)| Delivery {
+                event: item.event.clone(),
+                route: s.routes[item.route].clone(),
+            })
+            .collect();
+        let task = self.in_flight.spawn(async move {
+            let started = Instant::now();
+            let outcome =
+                match tokio::time::timeout(s.policy.timeout, s.driver.deliver(&deliveries)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(DeliveryError::transient(format!(
+                        "attempt timed out after {:?}",
+                        s.policy.timeout
+                    ))),
+                };
+            s.counters.destination_call(started.elapsed().as_secs_f64());
+            outcome
+        });
+        self.flights.insert(task.id(), batch);
+    }
+
+    /// A driver call ended: a panic or a cancelled task is a failed attempt of its records.
+    async fn batch_returned(
+        &mut self,
+        joined: Result<(tokio::task::Id, BatchOutcome), tokio::task::JoinError>,
+    ) {
+        let (task, outcome) = match joined {
+            Ok(returned) => returned,
+            Err(e) => {
+                let task = e.id();
+                let reason = if e.is_panic() {
+                    format!("the driver panicked: {}", panic_message(e.into_panic()))
+                } else {
+                    "the delivery task was cancelled".to_string()
+                };
+                (task, Err(DeliveryError::transient(reason)))
+            }
+        };
+        let Some(batch) = self.flights.remove(&task) else {
+            return;
+        };
+        match outcome::judge_batch(outcome, batch.len()) {
+            BatchVerdict::Split => {
+                tracing::debug!(replicator = %self.shared.id, size = batch.len(), "batch refused; trying its halves to isolate the record");
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                self.halves.push(second);
+                self.halves.push(first);
+            }
+            BatchVerdict::PerRecord(results) => self.settle(batch, results).await,
+        }
+    }
+
+    /// Applies each record's verdict: done, or queued again with its delay.
+    async fn settle(&mut self, batch: Vec<(Key, Item)>, results: Vec<Result<(), DeliveryError>>) {
+        let s = self.shared.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut logs = Vec::new();
+        let mut any_delivered = false;
+        let mut any_waiting = false;
+        let mut to_dead_letter = Vec::new();
+        for ((key, mut item), result) in batch.into_iter().zip(results) {
+            let err = match result {
+                Ok(()) => {
+                    any_delivered = true;
+                    let waited = (now_ms - item.event.received_at_ms).max(0) as f64 / 1000.0;
+                    s.counters.delivered(waited);
+                    let e = &item.event.event;
+                    if s.counters.verbose() {
+                        tracing::info!(replicator = %s.id, resource = %e.resource, destination = %s.routes[item.route].destination, action = %e.action, id = %e.id, sequence = item.event.sequence, "replicated");
+                    }
+                    s.counters.emit(s.monitor("replicated", &item, None));
+                    if s.policy.log_successes {
+                        logs.push(s.log_entry(&item, LogStatus::Success, None));
+                    }
+                    self.finish(key, item);
+                    continue;
+                }
+                Err(err) => err,
+            };
+            let verdict = outcome::judge(&err, item.attempts.len() as u32, s.policy.max_retries);
+            s.counters.failed(&err.message);
+            if verdict.spends_attempt() {
+                item.attempts.push(Attempt {
+                    at: now_rfc3339(),
+                    error: err.message.clone(),
+                });
+            }
+            let e = &item.event.event;
+            let attempt = item.attempts.len() as u32;
+            tracing::warn!(replicator = %s.id, resource = %e.resource, id = %e.id, sequence = item.event.sequence, attempt, error = %err, "delivery failed");
+            let mut ev = s.monitor("replicator_error", &item, Some(err.message.clone()));
+            ev.attempt = Some(attempt);
+            s.counters.emit(ev);
+            if s.log_errors {
+                let status = if verdict == Verdict::DeadLetter {
+                    LogStatus::DeadLettered
+                } else {
+                    LogStatus::Failed
+                };
+                logs.push(s.log_entry(&item, status, Some(err.message.clone())));
+            }
+            let delay = match verdict {
+                Verdict::DeadLetter => {
+                    to_dead_letter.push((key, item, err.message));
+                    continue;
+                }
+                Verdict::AwaitDestination => item
+                    .outage
+                    .get_or_insert_with(|| retry::for_outage(&s.policy))
+                    .next(),
+                Verdict::Retry { after } => {
+                    let planned = item
+                        .retries
+                        .get_or_insert_with(|| retry::for_retries(&s.policy))
+                        .next();
+                    after.or(planned)
+                }
+            };
+            any_waiting = true;
+            self.keys
+                .retry(key, item, delay.unwrap_or(s.policy.max_retry_delay));
+        }
+        // Written together: one group commit for the batch's dead letters.
+        let stored = futures::future::join_all(to_dead_letter.iter().map(|(_, item, error)| {
+            let transformed = s.routes[item.route].transform.is_some();
+            s.dead_letter(item, error, transformed)
+        }))
+        .await;
+        for ((key, item, _), stored) in to_dead_letter.into_iter().zip(stored) {
+            match stored {
+                Ok(()) => self.finish(key, item),
+                // Never dropped: delivered again until the dead letter can be stored.
+                Err(_) => {
+                    any_waiting = true;
+                    self.keys.retry(key, item, s.policy.max_retry_delay);
+                }
+            }
+        }
+        if any_delivered {
+            s.counters.stats.set_error(None);
+        }
+        s.counters
+            .stats
+            .set_state(if !any_delivered && any_waiting {
+                State::Failing
+            } else {
+                State::Running
+            });
+        s.log(logs);
+    }
+
+    /// A delivery is over (delivered or dead-lettered): free its key and count it done.
+    fn finish(&mut self, key: Key, item: Item) {
+        self.keys.done(key);
+        match item.redriven {
+            Some(r) => self.redrives.one_done(&self.shared.journal, r.dead_letter),
+            None => self.progress.finish_one(item.event.sequence),
+        }
+    }
+
+    /// Moves the cursor past finished events and publishes the backlog figures.
+    async fn checkpoint(&mut self) {
+        let s = &self.shared;
+        let done_to = self.progress.done_to();
+        if done_to > self.progress.committed {
+            match s.journal.commit_cursor(&s.id, done_to).await {
+                Ok(()) => self.progress.committed = done_to,
+                Err(e) => self.report_stall(&format!("cannot save progress: {e}")),
+            }
+        }
+        let backlog = s.journal.head().saturating_sub(done_to);
+        s.counters.progress(
+            self.progress.committed,
+            backlog,
+            self.progress.oldest_accepted_at_ms(),
+        );
+        if self.tracking.is_some()
+            && self
+                .backfills
+                .tracking_since(self.progress.committed)
+                .is_none()
+        {
+            self.tracking = None;
+            self.live_keys.clear();
+        }
+        let requests = s.driver.requests_made();
+        if requests > self.requests_reported {
+            s.counters
+                .destination_requests(requests - self.requests_reported);
+            self.requests_reported = requests;
+        }
+    }
+
+    /// Forgets everything in memory and starts again at `from`.
+    async fn rewind(&mut self, from: u64) {
+        self.in_flight.shutdown().await;
+        self.flights.clear();
+        self.transforms.shutdown().await;
+        self.keys.clear();
+        self.halves.clear();
+        self.redrives = Redrives::default();
+        self.progress.rewind(from.max(1) - 1);
+        let s = self.shared.clone();
+        if let Err(e) = s
+            .journal
+            .commit_cursor(&s.id, self.progress.committed)
+            .await
+        {
+            self.report_stall(&format!("cannot save the rewound cursor: {e}"));
+        }
+        s.counters
+            .stats
+            .cursor
+            .store(self.progress.committed, Ordering::Relaxed);
+        tracing::info!(replicator = %s.id, from, "replaying from sequence");
+        self.load_redrives().await;
+    }
+}
+
+/// A record's identity across routes, for backfill yielding.
+fn record_key(resource: &str, id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    resource.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// What a panic carried, when it was text.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => s.to_string(),
+            Err(_) => "no message".into(),
+        },
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,110 @@
+//! Redriven dead letters: each goes through its route again (its transform too, when it failed
+//! there), behind its key's current events. Its entry leaves the redrive queue only once every
+//! delivery made of it is finished, so a crash before that redrives it again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Item, Redriven, Worker};
+use crate::event::StoredEvent;
+use crate::journal::{DeadLetter, Journal};
+use crate::plugins::TransformOutcome;
+
+/// Deliveries still out per redriven dead letter.
+#[derive(Default)]
+pub struct Redrives {
+    outstanding: HashMap<u64, u32>,
+}
+
+impl Redrives {
+    /// One delivery made of `dead_letter` is finished; the last one closes the entry.
+    pub fn one_done(&mut self, journal: &Arc<Journal>, dead_letter: u64) {
+        let left = self.outstanding.entry(dead_letter).or_insert(1);
+        *left -= 1;
+        if *left == 0 {
+            self.outstanding.remove(&dead_letter);
+            close(journal.clone(), dead_letter);
+        }
+    }
+}
+
+/// Removes a finished entry from the redrive queue, in the background.
+fn close(journal: Arc<Journal>, dead_letter: u64) {
+    tokio::spawn(async move {
+        if let Err(e) = journal.redrive_done(dead_letter).await {
+            tracing::error!(error = %e, dead_letter, "cannot mark a redrive as done; it will be delivered again after a restart");
+        }
+    });
+}
+
+impl Worker {
+    pub(super) async fn load_redrives(&mut self) {
+        match self.shared.journal.pending_redrives(&self.shared.id).await {
+            Ok(entries) => self.redrive(entries).await,
+            Err(e) => self.report_stall(&format!("cannot read the redrive queue: {e}")),
+        }
+    }
+
+    /// Queues dead letters again, behind their key's current events, with their own sequence.
+    pub(super) async fn redrive(&mut self, entries: Vec<DeadLetter>) {
+        let s = self.shared.clone();
+        for entry in entries {
+            let route_key = if entry.route.is_empty() {
+                &entry.resource
+            } else {
+                &entry.route
+            };
+            let route = s
+                .routes
+                .iter()
+                .position(|r| r.resource == *route_key && r.destination == entry.destination);
+            let Some(route) = route else {
+                tracing::warn!(replicator = %s.id, dead_letter = entry.id, "redrive skipped: the route no longer exists");
+                continue;
+            };
+            let redriven = Redriven {
+                dead_letter: entry.id,
+                redrives: entry.redrives,
+            };
+            s.counters.emit(crate::pipeline::telemetry::MonitorEvent {
+                name: "redriven",
+                replicator: s.id.clone(),
+                resource: Some(entry.resource.clone()),
+                operation: Some(entry.action.clone()),
+                id: Some(entry.record_id.clone()),
+                sequence: Some(entry.sequence),
+                attempt: None,
+                error: None,
+            });
+            // A record that failed in the transform goes through it again; one that failed
+            // at delivery was transformed already.
+            let original = Arc::new(entry.event);
+            let events: Vec<Arc<StoredEvent>> = match self.transforms.of(route) {
+                Some(t) if !entry.transformed => {
+                    match self.transforms.apply_one(t, original.clone()).await {
+                        TransformOutcome::Emit(list) => list.into_iter().map(Arc::new).collect(),
+                        TransformOutcome::Failed(reason) => {
+                            let mut item = Item::new(original, route);
+                            item.redriven = Some(redriven);
+                            s.dead_letter_surely(&item, &reason, false).await;
+                            Vec::new()
+                        }
+                    }
+                }
+                _ => vec![original],
+            };
+            if events.is_empty() {
+                close(s.journal.clone(), redriven.dead_letter);
+                continue;
+            }
+            self.redrives
+                .outstanding
+                .insert(redriven.dead_letter, events.len() as u32);
+            for event in events {
+                let mut item = Item::new(event, route);
+                item.redriven = Some(redriven);
+                self.enqueue(item);
+            }
+        }
+    }
+}
