@@ -15,7 +15,7 @@ fi
 cargo build --release --target "$target" "$@"
 
 # Crate (cdylib) name → dist name: cargo writes `rust_transform.wasm` for `rust-transform`.
-crates=(rust-transform rust-driver loop-forever alloc-forever panic read-file driver-forbidden-host)
+crates=(rust-transform rust-driver loop-forever alloc-forever panic bad-output read-file driver-forbidden-host)
 out="${CARGO_TARGET_DIR:-$here/target}/$target/release"
 mkdir -p "$here/dist"
 for crate in "${crates[@]}"; do

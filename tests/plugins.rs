@@ -665,3 +665,74 @@ async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
         "the host logs the refusal itself"
     );
 }
+
+/// What a transform returns is held to intake's rules: an update whose data is an array, an
+/// event for a resource no destination can hold, one without an id, and a fan-out past
+/// `plugins.maxFanOut` are each dead-lettered with the reason; the host's memory stays bounded
+/// while a record is made 200,000 events.
+#[tokio::test]
+async fn transform_output_is_checked_like_intake() {
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "plugins:\n  maxFanOut: 1000\nreplicators:\n  - id: checked\n    driver: webhook\n    resources:\n      users: {{transform: \"{}\"}}\n    config: {{url: \"{}\"}}\n",
+        guest("bad-output").display(),
+        receiver.url("/in"),
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("users", "ok1", json!({})),
+        insert("users", "array", json!({"misbehave": "array-data"})),
+        insert("users", "fan", json!({"misbehave": "fan-out"})),
+        insert("users", "slash", json!({"misbehave": "bad-resource"})),
+        insert("users", "noid", json!({"misbehave": "no-id"})),
+        insert("users", "ok2", json!({})),
+    ]))
+    .await;
+    let status = host.drained("checked").await;
+    assert_eq!(status["deadLettered"], 4, "{status}");
+    let mut ids: Vec<String> = receiver
+        .wait_for(2)
+        .await
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["ok1", "ok2"]);
+    let reasons: BTreeMap<String, String> = host
+        .dead_letters("replicator=checked")
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["recordId"].as_str().unwrap().to_string(),
+                d["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons["array"].contains("\"data\" must be an object or null, found an array"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["fan"].contains("200000 events of one record, over plugins.maxFanOut (1000)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["slash"].contains("\"a/b\" cannot be held"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["noid"].contains("\"id\" must not be empty"),
+        "{reasons:?}"
+    );
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", host.pid().unwrap()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 400 * 1024,
+        "peak resident memory {peak_kib} KiB while a record was made 200,000 events"
+    );
+}

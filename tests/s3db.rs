@@ -494,3 +494,72 @@ async fn behaviors_limits_and_rapid_updates_of_one_key() {
         "the record over the limit was not written"
     );
 }
+
+/// The scenario of the driver-framework issue: a destination whose `s3db.json` holds
+/// `"resources": []` once panicked a delivery task while the status said `running`. Now the
+/// replicator says it is failing, with the file and the problem, its lag grows, and once the
+/// file is mended every record is delivered without a restart.
+#[tokio::test]
+async fn an_unusable_destination_catalog_is_reported_and_mending_it_resumes_delivery() {
+    let target = S3dbTarget::file();
+    let dir = target.conn.trim_start_matches("file://").to_string();
+    let catalog = std::path::Path::new(&dir).join("s3db.json");
+    std::fs::write(
+        &catalog,
+        r#"{"version":"1","s3dbVersion":"21.6.2","resources":[]}"#,
+    )
+    .unwrap();
+    let config = format!(
+        "replicators:\n  - id: copy\n    driver: s3db\n    resources: [users]\n    config: {{connectionString: \"{}\"}}\n",
+        target.conn
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("users", "u1", json!({"name": "Ana"})),
+        insert("users", "u2", json!({"name": "Bo"})),
+    ]))
+    .await;
+    let failing = eventually(
+        Duration::from_secs(20),
+        "the replicator to say it fails",
+        || async {
+            let r = host.replicator("copy").await;
+            let lag = r["lagSeconds"].as_f64().unwrap_or(0.0);
+            (r["state"] == "failing" && r["lastError"].is_string() && lag > 0.0).then_some(r)
+        },
+    )
+    .await;
+    let error = failing["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("s3db.json") && error.contains("resources: invalid type: sequence"),
+        "the error names the file and the problem: {error}"
+    );
+    assert_eq!(failing["backlog"], 2, "{failing}");
+    assert!(
+        host.dead_letters("").await.is_empty(),
+        "no record is at fault"
+    );
+    let metrics = reqwest::get(host.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("replicator_lag_seconds{replicator=\"copy\"}"),
+        "{metrics}"
+    );
+
+    std::fs::write(
+        &catalog,
+        r#"{"version":"1","s3dbVersion":"21.6.2","resources":{}}"#,
+    )
+    .unwrap();
+    host.send(json!([insert("users", "u3", json!({"name": "Cy"}))]))
+        .await;
+    let done = host.drained("copy").await;
+    assert_eq!(done["state"], "running", "{done}");
+    assert_eq!(done["delivered"], 3, "{done}");
+    let read = target.js(json!([{"op": "list", "resource": "users"}]));
+    assert_eq!(by_id(&read[0]).len(), 3, "{read:?}");
+}

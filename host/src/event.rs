@@ -5,9 +5,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
+use utoipa::ToSchema;
 
 /// The change an event describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Insert,
@@ -43,7 +44,7 @@ impl fmt::Display for Action {
 }
 
 /// Why one item of a posted batch was refused.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct ItemError {
     pub index: usize,
     /// 1-based line in an NDJSON body.
@@ -53,24 +54,27 @@ pub struct ItemError {
 }
 
 /// One change of one s3db record, as accepted by intake.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     pub resource: String,
     pub action: Action,
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
     pub timestamp: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
 /// An event as the journal holds it: with its sequence and the time it was accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StoredEvent {
     pub sequence: u64,
     /// Milliseconds since the Unix epoch when intake accepted the event.
@@ -83,7 +87,7 @@ pub struct StoredEvent {
 
 /// What marks a backfilled copy: it yields to any live event of its key accepted after
 /// `since`, and goes only to `replicators` (all when empty).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BackfillTag {
     pub since: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

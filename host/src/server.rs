@@ -1,28 +1,36 @@
 //! The HTTP service put together: each feature's routes, the token check on `/v1`, the body
 //! limit, and serving until a signal (graceful shutdown).
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
-use crate::http::{AppState, require_token};
+use crate::http::{ApiDoc, AppState, require_token};
 use crate::journal::Journal;
 use crate::pipeline::Pipeline;
 use crate::pipeline::telemetry::Telemetry;
 use crate::{admin, intake};
 
+/// The whole HTTP API and its OpenAPI description, both made from the features' routers.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = intake::router()
+    let (api, description) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(intake::router())
         .merge(admin::api_router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .merge(admin::probes_router())
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .with_state(state)
+        .split_for_parts();
+    let description = Arc::new(description);
+    api.route(
+        "/v1/openapi.json",
+        get(move || async move { Json(description.as_ref().clone()) }),
+    )
+    .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+    .with_state(state)
 }
 
 /// Opens the journal, starts the pipeline and serves until SIGINT or SIGTERM.

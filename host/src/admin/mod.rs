@@ -1,60 +1,65 @@
 //! Monitoring and administration over HTTP: status, dead letters, the replication log,
-//! replay, the SSE stream, Prometheus metrics and health checks.
+//! replay, backfills, the SSE stream, Prometheus metrics, health checks, and the OpenAPI
+//! description of the whole API (made from the handlers' own annotations).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use crate::http::{ApiError, AppState, FeatureRouter};
-use crate::journal::{DeadLetterFilter, LogFilter, LogStatus};
-use crate::pipeline::telemetry::{State as ReplicatorState, lag_seconds};
+use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, FeatureRouter};
+use crate::journal::{Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus};
+use crate::pipeline::telemetry::{MonitorEvent, State as ReplicatorState, lag_seconds};
 
 /// The `/v1` monitoring and administration routes (behind the token when one is set).
 pub fn api_router() -> FeatureRouter {
     FeatureRouter::new()
-        .route("/v1/status", get(status))
-        .route("/v1/dlq", get(dlq_list))
-        .route("/v1/dlq/redrive", post(dlq_redrive))
-        .route("/v1/dlq/discard", post(dlq_discard))
-        .route("/v1/dlq/{id}", get(dlq_show))
-        .route("/v1/log", get(log))
-        .route("/v1/replicators/{id}/replay", post(replay))
-        .route("/v1/stream", get(stream))
-        .route("/v1/backfills", get(backfill_list).post(backfill_start))
-        .route("/v1/backfills/{id}/finish", post(backfill_finish))
+        .routes(routes!(status))
+        .routes(routes!(dlq_list))
+        .routes(routes!(dlq_redrive))
+        .routes(routes!(dlq_discard))
+        .routes(routes!(dlq_show))
+        .routes(routes!(log))
+        .routes(routes!(replay))
+        .routes(routes!(stream))
+        .routes(routes!(backfill_list, backfill_start))
+        .routes(routes!(backfill_finish))
 }
 
 /// Probes and metrics, open to the host's own monitoring.
 pub fn probes_router() -> FeatureRouter {
     FeatureRouter::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-type Answer = Result<Json<Value>, ApiError>;
+/// Every `/v1` answer may be one of these besides its own.
+const UNAUTHORIZED: &str = "A token is configured and the request lacks it";
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatorStatus {
     pub id: String,
     pub driver: &'static str,
     pub state: ReplicatorState,
     pub delivered: u64,
+    /// Failed attempts (a record retried three times counts three).
     pub failed: u64,
     pub skipped: u64,
     pub dead_lettered: u64,
+    /// Events accepted and not yet done by this replicator.
     pub backlog: u64,
+    /// Age of the oldest event it has not finished.
     pub lag_seconds: f64,
     pub cursor: u64,
     pub last_error: Option<String>,
@@ -63,12 +68,30 @@ pub struct ReplicatorStatus {
     pub destination_health: Option<String>,
 }
 
-pub async fn status(State(app): State<Arc<AppState>>) -> Answer {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalStatus {
+    pub head: u64,
+    pub oldest_retained: u64,
+    pub live_bytes: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    pub replicators: Vec<ReplicatorStatus>,
+    pub journal: JournalStatus,
+}
+
+/// Where every replicator stands, and the journal.
+#[utoipa::path(get, path = "/v1/status", tag = "admin",
+    responses((status = 200, body = Status), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let head = app.journal.head();
     let dead_letters = app.journal.dead_letter_counts().await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut list = Vec::new();
     // Asked together: each may take up to its 2 s.
     let healths = futures::future::join_all(
         app.pipeline
@@ -77,10 +100,11 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Answer {
             .map(|r| r.destination_health()),
     )
     .await;
+    let mut replicators = Vec::new();
     for (r, destination_health) in app.pipeline.replicators().iter().zip(healths) {
         let s = &r.stats;
         let oldest = s.oldest_pending_ms.load(Relaxed) as i64;
-        list.push(ReplicatorStatus {
+        replicators.push(ReplicatorStatus {
             id: r.id.clone(),
             driver: r.driver.name(),
             state: s.state(),
@@ -95,42 +119,67 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Answer {
             destination_health,
         });
     }
-    let oldest = app.journal.first_retained().await?;
-    Ok(Json(json!({
-        "replicators": list,
-        "journal": {"head": head, "oldestRetained": oldest, "liveBytes": app.journal.live_bytes(), "maxBytes": app.config.journal.max_bytes},
-    })))
+    Ok(Json(Status {
+        replicators,
+        journal: JournalStatus {
+            head,
+            oldest_retained: app.journal.first_retained().await?,
+            live_bytes: app.journal.live_bytes(),
+            max_bytes: app.config.journal.max_bytes,
+        },
+    }))
 }
 
 /// Query of `GET /v1/dlq` (no `flatten`: query strings carry numbers as text).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Listing {
     replicator: Option<String>,
     resource: Option<String>,
+    /// The record id.
     id: Option<String>,
+    /// A substring of the error message.
     error: Option<String>,
+    /// At most this many (default 100).
     limit: Option<usize>,
 }
 
-pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<Listing>) -> Answer {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetters {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Dead letters, oldest first, filtered.
+#[utoipa::path(get, path = "/v1/dlq", tag = "admin", params(Listing),
+    responses((status = 200, body = DeadLetters), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn dlq_list(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<Listing>,
+) -> Result<Json<DeadLetters>, ApiError> {
     let filter = DeadLetterFilter {
         replicator: q.replicator,
         resource: q.resource,
         id: q.id,
         error: q.error,
     };
-    let list = app
+    let dead_letters = app
         .journal
         .dead_letters(filter, q.limit.unwrap_or(100))
         .await?;
-    Ok(Json(json!({"deadLetters": list})))
+    Ok(Json(DeadLetters { dead_letters }))
 }
 
+/// One dead letter, with its event and attempt history.
+#[utoipa::path(get, path = "/v1/dlq/{id}", tag = "admin", params(("id" = u64, Path, description = "The dead letter's id")),
+    responses((status = 200, body = DeadLetter), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn dlq_show(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<u64>,
-) -> Result<Json<crate::journal::DeadLetter>, ApiError> {
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<DeadLetter>, ApiError> {
     match app.journal.dead_letter_by_id(id).await? {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
@@ -138,7 +187,7 @@ pub async fn dlq_show(
 }
 
 /// Which dead letters a redrive or discard applies to: explicit ids, a filter, or `all`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
     #[serde(default)]
@@ -167,43 +216,88 @@ impl Selection {
     }
 }
 
-pub async fn dlq_redrive(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Answer {
+#[derive(Serialize, ToSchema)]
+pub struct Redriven {
+    pub redriven: usize,
+    pub ids: Vec<u64>,
+}
+
+/// Queues dead letters again; each keeps its place behind its key's current events.
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "admin", request_body = Selection,
+    responses((status = 200, body = Redriven), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn dlq_redrive(
+    State(app): State<Arc<AppState>>,
+    ApiJson(sel): ApiJson<Selection>,
+) -> Result<Json<Redriven>, ApiError> {
     let ids = sel.resolve(&app).await?;
     let moved = app.journal.redrive(ids).await?;
-    let n = moved.len();
     let ids: Vec<u64> = moved.iter().map(|d| d.id).collect();
     app.pipeline.redrive(moved).await;
-    Ok(Json(json!({"redriven": n, "ids": ids})))
+    Ok(Json(Redriven {
+        redriven: ids.len(),
+        ids,
+    }))
 }
 
-pub async fn dlq_discard(State(app): State<Arc<AppState>>, Json(sel): Json<Selection>) -> Answer {
+#[derive(Serialize, ToSchema)]
+pub struct Discarded {
+    pub discarded: usize,
+}
+
+/// Deletes dead letters.
+#[utoipa::path(post, path = "/v1/dlq/discard", tag = "admin", request_body = Selection,
+    responses((status = 200, body = Discarded), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn dlq_discard(
+    State(app): State<Arc<AppState>>,
+    ApiJson(sel): ApiJson<Selection>,
+) -> Result<Json<Discarded>, ApiError> {
     let ids = sel.resolve(&app).await?;
-    let n = app.journal.discard(ids).await?;
-    Ok(Json(json!({"discarded": n})))
+    let discarded = app.journal.discard(ids).await?;
+    Ok(Json(Discarded { discarded }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     replicator: Option<String>,
     resource: Option<String>,
     status: Option<LogStatus>,
+    /// The record id.
     id: Option<String>,
+    /// At most this many (default 100).
     limit: Option<usize>,
 }
 
-pub async fn log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Answer {
+#[derive(Serialize, ToSchema)]
+pub struct LogEntries {
+    pub entries: Vec<LogEntry>,
+}
+
+/// The replication log, newest first.
+#[utoipa::path(get, path = "/v1/log", tag = "admin", params(LogQuery),
+    responses((status = 200, body = LogEntries), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn log(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Json<LogEntries>, ApiError> {
     let filter = LogFilter {
         replicator: q.replicator,
         resource: q.resource,
         status: q.status,
         id: q.id,
     };
-    let list = app.journal.logs(filter, q.limit.unwrap_or(100)).await?;
-    Ok(Json(json!({"entries": list})))
+    let entries = app.journal.logs(filter, q.limit.unwrap_or(100)).await?;
+    Ok(Json(LogEntries { entries }))
 }
 
-#[derive(Deserialize)]
+/// Where a replay starts: exactly one of the two.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Replay {
     from_sequence: Option<u64>,
@@ -211,11 +305,25 @@ pub struct Replay {
     from_time: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replaying {
+    pub replicator: String,
+    pub from_sequence: u64,
+}
+
+/// Delivers again, for one replicator, every event from a sequence or a time on.
+#[utoipa::path(post, path = "/v1/replicators/{id}/replay", tag = "admin", request_body = Replay,
+    params(("id" = String, Path, description = "The replicator's id")),
+    responses((status = 200, body = Replaying), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Paused, or the sequence is no longer kept", body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn replay(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Json(r): Json<Replay>,
-) -> Answer {
+    ApiPath(id): ApiPath<String>,
+    ApiJson(r): ApiJson<Replay>,
+) -> Result<Json<Replaying>, ApiError> {
     let from = match (r.from_sequence, r.from_time) {
         (Some(seq), None) => seq,
         (None, Some(t)) => {
@@ -234,9 +342,18 @@ pub async fn replay(
         }
     };
     app.pipeline.replay(&id, from).await?;
-    Ok(Json(json!({"replicator": id, "fromSequence": from})))
+    Ok(Json(Replaying {
+        replicator: id,
+        from_sequence: from,
+    }))
 }
 
+/// Server-sent events as they happen: `replicated`, `replicator_error`, `replicator_log_error`,
+/// `dead_lettered`, `redriven`... (the event name), each a JSON monitoring event.
+#[utoipa::path(get, path = "/v1/stream", tag = "monitoring",
+    responses((status = 200, description = "An endless stream of server-sent events", body = MonitorEvent, content_type = "text/event-stream"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn stream(
     State(app): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
@@ -252,10 +369,13 @@ pub async fn stream(
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
         [(
-            axum::http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         app.telemetry.metrics.encode(),
@@ -263,48 +383,58 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "monitoring",
+    responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The journal is open and every running replicator has initialised its destination.
+#[utoipa::path(get, path = "/readyz", tag = "monitoring",
+    responses((status = 200, body = String, content_type = "text/plain"),
+        (status = 503, description = "Replicators still initialising, named", body = ErrorBody)))]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.pipeline.ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let waiting: Vec<&str> = app
-            .pipeline
-            .replicators()
-            .iter()
-            .filter(|r| {
-                !r.stats
-                    .initialised
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .map(|r| r.id.as_str())
-            .collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"error": format!("replicators still initialising: {}", waiting.join(", "))}),
-            ),
-        )
-            .into_response()
+        return (StatusCode::OK, "ready").into_response();
     }
+    let waiting: Vec<&str> = app
+        .pipeline
+        .replicators()
+        .iter()
+        .filter(|r| {
+            !r.stats
+                .initialised
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .map(|r| r.id.as_str())
+        .collect();
+    let error = ErrorBody {
+        error: format!("replicators still initialising: {}", waiting.join(", ")),
+        items: None,
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackfillStart {
+    /// Replicators the copies go to (all when empty).
     #[serde(default)]
     replicators: Vec<String>,
+    /// Where the copies are read from (shown with secrets masked).
     source: String,
 }
 
 /// Starts a backfill: copies posted with `?backfill=ID` yield to live events from now on.
+#[utoipa::path(post, path = "/v1/backfills", tag = "admin", request_body = BackfillStart,
+    responses((status = 201, body = Backfill), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn backfill_start(
     State(app): State<Arc<AppState>>,
-    Json(b): Json<BackfillStart>,
-) -> Result<(StatusCode, Json<crate::journal::Backfill>), ApiError> {
+    ApiJson(b): ApiJson<BackfillStart>,
+) -> Result<(StatusCode, Json<Backfill>), ApiError> {
     let known: Vec<&str> = app
         .pipeline
         .replicators()
@@ -325,16 +455,32 @@ pub async fn backfill_start(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
+/// Marks a backfill's last copy sent.
+#[utoipa::path(post, path = "/v1/backfills/{id}/finish", tag = "admin",
+    params(("id" = u64, Path, description = "The backfill's id")),
+    responses((status = 200, body = Backfill), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn backfill_finish(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<u64>,
-) -> Result<Json<crate::journal::Backfill>, ApiError> {
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<Backfill>, ApiError> {
     match app.pipeline.backfills.finish(id).await? {
         Some(b) => Ok(Json(b)),
         None => Err(ApiError::NotFound(format!("no backfill {id}"))),
     }
 }
 
-pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Answer {
-    Ok(Json(json!({"backfills": app.pipeline.backfills.list()})))
+#[derive(Serialize, ToSchema)]
+pub struct Backfills {
+    pub backfills: Vec<Backfill>,
+}
+
+/// Backfills that are running or whose copies are still being delivered.
+#[utoipa::path(get, path = "/v1/backfills", tag = "admin",
+    responses((status = 200, body = Backfills), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Json<Backfills> {
+    Json(Backfills {
+        backfills: app.pipeline.backfills.list(),
+    })
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::plugins::check::Grant;
 use client::Client;
 
 #[derive(Parser)]
@@ -423,19 +424,21 @@ fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
             }
             println!("imports:");
             for i in &report.imports {
-                let verdict = if report.refused.iter().any(|r| r.starts_with(i.as_str())) {
-                    "REFUSED"
-                } else if report.denied.iter().any(|r| r.starts_with(i.as_str())) {
-                    "linked, every use denied"
-                } else {
-                    "granted"
-                };
-                println!("  {i}: {verdict}");
+                match &i.grant {
+                    Grant::Granted => println!("  {}: granted", i.name),
+                    Grant::Denied(_) => println!("  {}: linked, every use denied", i.name),
+                    Grant::Refused(_) => println!("  {}: REFUSED", i.name),
+                }
             }
-            for r in report.refused.iter().chain(&report.denied) {
-                println!("note: {r}");
+            for i in &report.imports {
+                if let Grant::Denied(why) | Grant::Refused(why) = &i.grant {
+                    println!("note: {}: {why}", i.name);
+                }
             }
-            Ok(if report.world.is_some() && report.refused.is_empty() {
+            if let Some(why) = &report.link_error {
+                println!("note: {why}");
+            }
+            Ok(if report.loads() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

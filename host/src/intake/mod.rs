@@ -3,25 +3,28 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::event::{Event, ItemError, now_rfc3339, parse_event};
-use crate::http::{ApiError, AppState, FeatureRouter};
+use crate::http::{ApiError, ApiQuery, AppState, ErrorBody, FeatureRouter};
 
 pub fn router() -> FeatureRouter {
-    FeatureRouter::new().route("/v1/events", post(post_events))
+    FeatureRouter::new().routes(routes!(post_events))
 }
 
 /// The answer to an accepted batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
+    /// How many events were made durable.
     pub accepted: usize,
+    /// The sequence given to each, in the order posted.
     pub sequences: Vec<u64>,
 }
 
@@ -85,15 +88,42 @@ fn ndjson(text: &str) -> Vec<(Option<usize>, Result<Value, String>)> {
 }
 
 /// `?backfill=ID`: the events are copies sent by `replicator backfill`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct IntakeQuery {
+    /// The backfill these copies belong to (`POST /v1/backfills` made it).
     backfill: Option<u64>,
 }
 
+/// Posts changes: one event, a JSON array of events, or NDJSON. Answers only once every event
+/// is durable on disk; a batch with any invalid item is refused whole.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "intake",
+    params(IntakeQuery),
+    request_body(
+        description = "One event (the s3db.js envelope), a JSON array of events, or NDJSON (one event per line)",
+        content(
+            (Event = "application/json"),
+            (Vec<Event> = "application/json"),
+            (String = "application/x-ndjson")
+        )
+    ),
+    responses(
+        (status = 202, description = "Durable, with the sequences given", body = Accepted),
+        (status = 400, description = "Invalid events (each named by index and reason); none accepted", body = ErrorBody),
+        (status = 401, description = "A token is configured and the request lacks it", body = ErrorBody),
+        (status = 409, description = "The backfill named is not running", body = ErrorBody),
+        (status = 413, description = "The body is over server.maxBodyBytes"),
+        (status = 503, description = "The journal is over its disk budget, or could not write; retry after Retry-After", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn post_events(
     State(app): State<Arc<AppState>>,
-    Query(query): Query<IntakeQuery>,
+    ApiQuery(query): ApiQuery<IntakeQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {

@@ -1,18 +1,19 @@
 //! What the journal keeps besides events: dead letters and replication-log entries.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::event::StoredEvent;
 
 /// One failed attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     pub at: String,
     pub error: String,
 }
 
 /// A delivery the pipeline gave up on, with everything needed to understand and redrive it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: u64,
@@ -38,7 +39,7 @@ pub struct DeadLetter {
 }
 
 /// Which dead letters a listing, redrive or discard applies to.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterFilter {
     pub replicator: Option<String>,
@@ -60,7 +61,7 @@ impl DeadLetterFilter {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStatus {
     Success,
@@ -69,7 +70,7 @@ pub enum LogStatus {
 }
 
 /// One line of the replication log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     #[serde(default)]
@@ -105,7 +106,7 @@ impl LogFilter {
 }
 
 /// A `replicator backfill` run, from start until every replicator is past its last copy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Backfill {
     pub id: u64,

@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use super::telemetry::{MonitorEvent, Telemetry};
-use crate::journal::{Journal, LogEntry};
+use crate::delivery::{Backoff, bounded};
+use crate::journal::{Journal, JournalError, LogEntry};
 use crate::s3db::schema::{Catalog, Partition};
-use crate::s3db::{Behavior, Connection, Database};
+use crate::s3db::{Behavior, Connection, Database, Resource, S3dbError};
 
 /// The cursor name under which the shipped position is kept (not a valid replicator id).
 pub const POSITION: &str = "#replicator-log";
@@ -31,6 +34,20 @@ const ATTRIBUTES: [(&str, &str); 12] = [
     ("data", "json|optional"),
 ];
 
+/// Why a round of shipping stopped; the next round starts where it did.
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    S3db(#[from] S3dbError),
+    #[error("{0} is not in s3db.json right after it was defined (another writer removed it)")]
+    Vanished(String),
+}
+
+/// Writes at once, at most, into the log database.
+const PARALLEL_WRITES: usize = 32;
+
 pub async fn run(
     journal: Arc<Journal>,
     telemetry: Arc<Telemetry>,
@@ -38,23 +55,20 @@ pub async fn run(
     resource: String,
 ) {
     let name = format!("plg_{resource}");
-    let mut delay = Duration::from_millis(200);
     let mut db: Option<Database> = None;
+    let mut backoff: Option<Backoff> = None;
     loop {
         let result = async {
-            if db.is_none() {
-                db = Some(
-                    Database::connect(conn.clone())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            ship(&journal, db.as_ref().expect("connected"), &name).await
+            let db = match &db {
+                Some(db) => db,
+                None => db.insert(Database::connect(conn.clone()).await?),
+            };
+            ship(&journal, db, &name).await
         }
         .await;
         match result {
             Ok(shipped) => {
-                delay = Duration::from_millis(200);
+                backoff = None;
                 if shipped == 0 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -69,30 +83,36 @@ pub async fn run(
                     id: None,
                     sequence: None,
                     attempt: None,
-                    error: Some(e),
+                    error: Some(e.to_string()),
                 });
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                let delay = backoff.get_or_insert_with(outage_delays).next();
+                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
             }
         }
     }
 }
 
+/// Delays while the log database is away: 200 ms doubling to 30 s, with jitter.
+fn outage_delays() -> Backoff {
+    Box::new(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build(),
+    )
+}
+
 /// Writes the next entries; returns how many.
-async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, String> {
-    let after = journal
-        .cursor(POSITION)
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or(0);
-    let entries = journal
-        .logs_after(after, 200)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, ShipError> {
+    let after = journal.cursor(POSITION).await?.unwrap_or(0);
+    let entries = journal.logs_after(after, 200).await?;
     let Some(last) = entries.last().map(|e| e.log_id) else {
         return Ok(0);
     };
     let resource = ensure_resource(db, name).await?;
+    // Collected first: a lazy iterator of futures is not `Send` across the await.
     let writes: Vec<_> = entries
         .iter()
         .map(|e| {
@@ -101,18 +121,15 @@ async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, Str
             async move { db.put_record(resource, &id, &record, None).await }
         })
         .collect();
-    for result in futures::future::join_all(writes).await {
-        result.map_err(|e| e.to_string())?;
+    for result in bounded(writes, PARALLEL_WRITES).await {
+        result?;
     }
-    journal
-        .commit_cursor(POSITION, last)
-        .await
-        .map_err(|e| e.to_string())?;
+    journal.commit_cursor(POSITION, last).await?;
     Ok(entries.len())
 }
 
 /// Creates the log resource with s3db.js's layout (body-only, partition `byDate`).
-async fn ensure_resource(db: &Database, name: &str) -> Result<crate::s3db::Resource, String> {
+async fn ensure_resource(db: &Database, name: &str) -> Result<Resource, ShipError> {
     if db.resource(name).is_none() {
         let fields: Vec<(String, &'static str)> = ATTRIBUTES
             .iter()
@@ -125,14 +142,13 @@ async fn ensure_resource(db: &Database, name: &str) -> Result<crate::s3db::Resou
             extra: Default::default(),
         };
         catalog.set_partitions(name, [("byDate".to_string(), by_date)].into());
-        let entry = catalog.resources.remove(name).expect("extend created it");
-        db.define(name, entry).await.map_err(|e| e.to_string())?;
+        if let Some(entry) = catalog.resources.remove(name) {
+            db.define(name, entry).await?;
+        }
     }
     match db.resource(name) {
-        Some(resource) => resource.map_err(|e| e.to_string()),
-        None => Err(format!(
-            "{name} is not in s3db.json right after it was defined"
-        )),
+        Some(resource) => Ok(resource?),
+        None => Err(ShipError::Vanished(name.to_string())),
     }
 }
 

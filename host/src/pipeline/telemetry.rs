@@ -152,7 +152,7 @@ impl Metrics {
 }
 
 /// A monitoring event for `/v1/stream`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitorEvent {
     /// The SSE event name: `replicated`, `replicator_error`, `dead_lettered`, `redriven`...
@@ -174,7 +174,7 @@ pub struct MonitorEvent {
 }
 
 /// Where a replicator stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Starting,

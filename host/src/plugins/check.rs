@@ -22,15 +22,41 @@ impl World {
     }
 }
 
+/// What the sandbox does with one import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    Granted,
+    /// Linked, but every use is denied (sockets): why.
+    Denied(String),
+    /// Not granted: the component cannot be loaded; why.
+    Refused(String),
+}
+
+#[derive(Debug)]
+pub struct Import {
+    pub name: String,
+    pub grant: Grant,
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub world: Option<World>,
-    pub imports: Vec<String>,
+    pub imports: Vec<Import>,
     pub exports: Vec<String>,
-    /// Imports the sandbox will not grant, with the reason: the component cannot be loaded.
-    pub refused: Vec<String>,
-    /// Imports that are linked but deny everything (sockets).
-    pub denied: Vec<String>,
+    /// The linker refused the component for a reason that names none of its imports.
+    pub link_error: Option<String>,
+}
+
+impl Report {
+    /// Whether the service would load it.
+    pub fn loads(&self) -> bool {
+        self.world.is_some()
+            && self.link_error.is_none()
+            && !self
+                .imports
+                .iter()
+                .any(|i| matches!(i.grant, Grant::Refused(_)))
+    }
 }
 
 /// Interfaces every plugin may import. WASI is linked deny-by-default: no preopened
@@ -51,7 +77,7 @@ const DRIVERS_ONLY: [&str; 2] = ["replicator:plugin/state", "wasi:http/"];
 pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
     let component = runtime.load(path)?;
     let ty = component.component_type();
-    let imports: Vec<String> = ty
+    let import_names: Vec<String> = ty
         .imports(&runtime.engine)
         .map(|(name, _)| name.to_string())
         .collect();
@@ -74,46 +100,49 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
         None
     };
     let driver = world == Some(World::SinkDriver);
-    let denied = imports
-        .iter()
-        .filter(|i| i.starts_with("wasi:sockets/"))
-        .map(|i| format!("{i}: linked, but every connection is denied (drivers reach the network through wasi:http only)"))
-        .collect();
-    let mut refused: Vec<String> = imports
-        .iter()
-        .filter_map(|i| {
-            if ALWAYS.iter().any(|p| i.starts_with(p))
-                || i.starts_with("wasi:sockets/")
-                || (driver && DRIVERS_ONLY.iter().any(|p| i.starts_with(p)))
-            {
-                None
-            } else if DRIVERS_ONLY.iter().any(|p| i.starts_with(p)) {
-                Some(format!(
-                    "{i}: only drivers get this; a transform has no network and no state"
-                ))
-            } else {
-                Some(format!("{i}: not provided by the host"))
-            }
+    let grant = |i: &str| {
+        if i.starts_with("wasi:sockets/") {
+            Grant::Denied(
+                "linked, but every connection is denied (drivers reach the network through wasi:http only)".into(),
+            )
+        } else if ALWAYS.iter().any(|p| i.starts_with(p))
+            || (driver && DRIVERS_ONLY.iter().any(|p| i.starts_with(p)))
+        {
+            Grant::Granted
+        } else if DRIVERS_ONLY.iter().any(|p| i.starts_with(p)) {
+            Grant::Refused("only drivers get this; a transform has no network and no state".into())
+        } else {
+            Grant::Refused("not provided by the host".into())
+        }
+    };
+    let mut imports: Vec<Import> = import_names
+        .into_iter()
+        .map(|name| Import {
+            grant: grant(&name),
+            name,
         })
         .collect();
+    let mut link_error = None;
     // The names say which world; linking as the service would says whether it will load
     // (interface versions, function types).
-    if refused.is_empty() {
+    if !imports.iter().any(|i| matches!(i.grant, Grant::Refused(_))) {
         let linked = match world {
             Some(World::SinkDriver) => super::driver::prepare(runtime, &component, path).map(drop),
             Some(_) => super::transform::prepare(runtime, &component, path).map(drop),
             None => Ok(()),
         };
         if let Err(PluginError::Refused(_, reason)) = linked {
-            let named: Vec<&String> = imports
-                .iter()
-                .filter(|i| reason.contains(i.as_str()))
-                .collect();
-            if named.is_empty() {
-                refused.push(format!("the host cannot link it: {reason}"));
+            // For the report only: the linker's reason names the import it could not satisfy.
+            let mut named = false;
+            for i in imports
+                .iter_mut()
+                .filter(|i| reason.contains(i.name.as_str()))
+            {
+                i.grant = Grant::Refused(format!("the host cannot link it: {reason}"));
+                named = true;
             }
-            for i in named {
-                refused.push(format!("{i}: the host cannot link it: {reason}"));
+            if !named {
+                link_error = Some(format!("the host cannot link it: {reason}"));
             }
         } else {
             linked?;
@@ -123,7 +152,6 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
         world,
         imports,
         exports,
-        refused,
-        denied,
+        link_error,
     })
 }

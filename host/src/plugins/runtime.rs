@@ -360,10 +360,11 @@ impl ResourceLimiter for Limits {
     ) -> wasmtime::Result<bool> {
         let used = self.memory_used.saturating_sub(current) + desired;
         if used > self.memory_limit {
-            wasmtime::bail!(
-                "memory limit exceeded: the instance asked for {used} bytes of linear memory, {} allowed",
+            return Err(MemoryLimitExceeded(format!(
+                "the instance asked for {used} bytes of linear memory, {} allowed",
                 self.memory_limit
-            );
+            ))
+            .into());
         }
         let allowed = self.counts.memory_growing(current, desired, maximum)?;
         if allowed {
@@ -372,8 +373,12 @@ impl ResourceLimiter for Limits {
         Ok(allowed)
     }
 
+    /// A growth the engine could not make (the pooling allocator's cap) traps, as the limit's
+    /// own refusal does, with the same typed cause.
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.counts.memory_grow_failed(error)
+        self.counts
+            .memory_grow_failed(error)
+            .map_err(|e| MemoryLimitExceeded(format!("{e:#}")).into())
     }
 
     fn table_growing(
@@ -425,17 +430,23 @@ pub enum CallError {
     Deadline(String),
 }
 
+/// A memory growth the sandbox refused.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: {0}")]
+struct MemoryLimitExceeded(String);
+
 /// A trap in words: its cause without the (symbol-less) wasm backtrace; a memory that could
 /// not grow says so.
 fn trap_reason(e: &wasmtime::Error) -> String {
-    let text = match e.downcast_ref::<wasmtime::Trap>() {
+    if let Some(limit) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<MemoryLimitExceeded>())
+    {
+        return limit.to_string();
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("wasm trap: {trap}"),
         None => e.root_cause().to_string(),
-    };
-    if format!("{e:#}").contains("forcing a memory growth failure") {
-        format!("memory limit exceeded ({text})")
-    } else {
-        text
     }
 }
 

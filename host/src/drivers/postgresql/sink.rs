@@ -91,7 +91,7 @@ impl PostgresSink {
         client
             .batch_execute(&ddl)
             .await
-            .map_err(|e| classify(&e, &format!("creating table {q}")))?;
+            .map_err(|e| classify(&e, Statement::SchemaChange, &format!("creating table {q}")))?;
         // A table made by someone else may lack the system columns.
         let mut alter = format!(
             "ALTER TABLE {q} ADD COLUMN IF NOT EXISTS \"_sequence\" bigint NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS \"_replicated_at\" timestamptz NOT NULL DEFAULT now()"
@@ -102,7 +102,7 @@ impl PostgresSink {
         client
             .batch_execute(&alter)
             .await
-            .map_err(|e| classify(&e, &format!("preparing table {q}")))?;
+            .map_err(|e| classify(&e, Statement::SchemaChange, &format!("preparing table {q}")))?;
         self.reload(client, name).await
     }
 
@@ -113,7 +113,7 @@ impl PostgresSink {
                 &[&self.config.schema, &name],
             )
             .await
-            .map_err(|e| classify(&e, "reading the table's columns"))?;
+            .map_err(|e| classify(&e, Statement::Data, "reading the table's columns"))?;
         let mut table = Table::default();
         for row in rows {
             let column: String = row.get(0);
@@ -224,10 +224,9 @@ impl PostgresSink {
                 .collect();
             let sql = format!("ALTER TABLE {q} {}", clauses.join(", "));
             tracing::info!(table = %q, change = %clauses.join(", "), "evolving table schema");
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| classify(&e, &format!("altering table {q}")))?;
+            client.batch_execute(&sql).await.map_err(|e| {
+                classify(&e, Statement::SchemaChange, &format!("altering table {q}"))
+            })?;
             table = self.reload(client, name).await?;
         }
         Ok((table, refused))
@@ -328,7 +327,7 @@ impl Driver for PostgresSink {
                 ident(&self.config.schema)
             ))
             .await
-            .map_err(|e| classify(&e, "creating the schema"))
+            .map_err(|e| classify(&e, Statement::SchemaChange, "creating the schema"))
     }
 
     async fn deliver(&self, batch: &[Delivery]) -> BatchOutcome {
@@ -383,7 +382,7 @@ impl Driver for PostgresSink {
         let tx = client
             .transaction()
             .await
-            .map_err(|e| classify(&e, "starting a transaction"))?;
+            .map_err(|e| classify(&e, Statement::Data, "starting a transaction"))?;
         for (sql, rows) in &statements {
             let param = rows.to_string();
             tx.execute(sql.as_str(), &[&param]).await.map_err(|e| {
@@ -394,10 +393,12 @@ impl Driver for PostgresSink {
                     self.tables.lock().expect("table cache").clear();
                     return DeliveryError::transient(describe(&e));
                 }
-                classify(&e, "writing rows")
+                classify(&e, Statement::Data, "writing rows")
             })?;
         }
-        tx.commit().await.map_err(|e| classify(&e, "committing"))?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(&e, Statement::Data, "committing"))?;
         Ok(results)
     }
 
@@ -442,8 +443,16 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// What a failed statement was doing: a schema change may lose a race with another writer
+/// making the same change, which is worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Statement {
+    SchemaChange,
+    Data,
+}
+
 /// Connection trouble waits, contention and resource limits retry, the rest is permanent.
-fn classify(e: &tokio_postgres::Error, doing: &str) -> DeliveryError {
+fn classify(e: &tokio_postgres::Error, statement: Statement, doing: &str) -> DeliveryError {
     let message = format!("{doing}: {}", describe(e));
     let Some(code) = e.code() else {
         let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
@@ -459,10 +468,7 @@ fn classify(e: &tokio_postgres::Error, doing: &str) -> DeliveryError {
         "08" => DeliveryError::unavailable(message),
         "40" | "53" | "55" | "57" | "58" => DeliveryError::transient(message),
         // Concurrent CREATE/ALTER of the same table.
-        _ if code == "42P07"
-            || code == "42701"
-            || code == "23505" && doing.starts_with("creating") =>
-        {
+        "42P07" | "42701" | "23505" if statement == Statement::SchemaChange => {
             DeliveryError::transient(message)
         }
         _ => DeliveryError::permanent(message),

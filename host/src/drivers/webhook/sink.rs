@@ -110,6 +110,7 @@ impl Driver for WebhookSink {
             self.send(&id, body).await?;
             return Ok(vec![Ok(()); batch.len()]);
         }
+        // Collected first: a lazy iterator of futures is not `Send` across the await.
         let sends: Vec<_> = batch
             .iter()
             .map(|d| {

@@ -796,3 +796,130 @@ async fn sleep_until(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::ActionSet;
+    use crate::event::{Action, Event};
+    use crate::pipeline::telemetry::{ReplicatorStats, Telemetry};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU32;
+
+    /// Panics on its first call, then writes everything.
+    struct PanicsOnce {
+        calls: AtomicU32,
+        written: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Driver for PanicsOnce {
+        async fn init(&self) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+
+        async fn deliver(&self, batch: &[Delivery]) -> BatchOutcome {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("the destination's answer made no sense");
+            }
+            let mut written = self.written.lock().unwrap();
+            written.extend(batch.iter().map(|d| d.event.event.id.clone()));
+            Ok(vec![Ok(()); batch.len()])
+        }
+    }
+
+    fn insert(id: &str) -> Event {
+        Event {
+            resource: "users".into(),
+            action: Action::Insert,
+            id: id.into(),
+            data: Some(serde_json::json!({"id": id})),
+            before: None,
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+            source: None,
+            metadata: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_driver_call_that_panics_is_a_failed_attempt_and_nothing_stays_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), 1 << 20).unwrap();
+        journal
+            .append(vec![insert("u1"), insert("u2")], 1, None)
+            .await
+            .unwrap();
+        let driver = Arc::new(PanicsOnce {
+            calls: AtomicU32::new(0),
+            written: Mutex::new(Vec::new()),
+        });
+        let telemetry = Arc::new(Telemetry::new(false));
+        let mut stream = telemetry.monitor.subscribe();
+        let stats = Arc::new(ReplicatorStats::new(0, State::Starting));
+        let (control, control_rx) = mpsc::channel(4);
+        let policy = DeliveryPolicy {
+            retry_delay: Duration::from_millis(10),
+            max_retry_delay: Duration::from_millis(50),
+            linger: Duration::from_millis(1),
+            ..DeliveryPolicy::default()
+        };
+        let worker = Worker::new(WorkerParts {
+            id: "r".into(),
+            routes: vec![Route {
+                resource: "users".into(),
+                destination: "users".into(),
+                actions: ActionSet::ALL,
+                transform: None,
+            }],
+            transforms: vec![None],
+            driver: driver.clone(),
+            policy,
+            journal: journal.clone(),
+            counters: ReplicatorCounters::new("r", stats.clone(), telemetry.clone()),
+            log_errors: true,
+            control: control_rx,
+            backfills: Backfills::load(journal.clone()).await.unwrap(),
+            max_fan_out: 100,
+        });
+        let task = tokio::spawn(worker.run());
+        let reported = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let event = stream.recv().await.unwrap();
+                if event.name == "replicator_error" {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the panic reached the stream");
+        assert!(
+            reported.error.as_deref().is_some_and(
+                |e| e.contains("the driver panicked: the destination's answer made no sense")
+            ),
+            "{reported:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while stats.delivered.load(Ordering::Relaxed) < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("both records delivered after the panic, without a restart");
+        assert_eq!(
+            stats.failed.load(Ordering::Relaxed),
+            2,
+            "one failed attempt each"
+        );
+        let mut written = driver.written.lock().unwrap().clone();
+        written.sort();
+        assert_eq!(written, ["u1", "u2"]);
+        control.send(Control::Stop).await.unwrap();
+        task.await.unwrap();
+        assert_eq!(journal.cursor("r").await.unwrap(), Some(2));
+        let metrics = telemetry.metrics.encode();
+        assert!(
+            metrics.contains("replicator_events_failed_total{replicator=\"r\"} 2"),
+            "{metrics}"
+        );
+    }
+}
