@@ -56,8 +56,12 @@ pub struct ItemError {
 /// One change of one s3db record, as accepted by intake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
+    /// A name every destination can hold: no '/', '\\', '=', '%' or control characters.
+    #[schema(pattern = r"^[^/\\=%\x00-\x1f\x7f]+$", min_length = 1)]
     pub resource: String,
     pub action: Action,
+    /// Falls back to `data.id` when absent.
+    #[schema(min_length = 1)]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -65,6 +69,8 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
+    /// ISO-8601; the time of acceptance when absent.
+    #[schema(format = DateTime)]
     pub timestamp: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -24,13 +24,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .merge(admin::probes_router())
         .split_for_parts();
-    let description = Arc::new(description);
+    let description = Arc::new(with_itself(description));
     api.route(
         "/v1/openapi.json",
         get(move || async move { Json(description.as_ref().clone()) }),
     )
     .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
     .with_state(state)
+}
+
+/// The description lists the route that serves it too.
+fn with_itself(mut description: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
+    let operation = OperationBuilder::new()
+        .tag("monitoring")
+        .summary(Some("This OpenAPI description of the HTTP API"))
+        .response(
+            "200",
+            ResponseBuilder::new().description("OpenAPI 3.1").content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new()))
+                    .build(),
+            ),
+        )
+        .build();
+    description.paths.paths.insert(
+        "/v1/openapi.json".into(),
+        PathItem::new(HttpMethod::Get, operation),
+    );
+    description
 }
 
 /// Opens the journal, starts the pipeline and serves until SIGINT or SIGTERM.
@@ -85,4 +109,91 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn app() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.journal.path = dir.path().to_path_buf();
+        let journal = Journal::open(dir.path(), 1 << 20).unwrap();
+        let telemetry = Arc::new(Telemetry::new(false));
+        let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone())
+            .await
+            .unwrap();
+        let state = Arc::new(AppState {
+            config,
+            journal,
+            pipeline,
+            telemetry,
+            shutdown: CancellationToken::new(),
+        });
+        (router(state), dir)
+    }
+
+    async fn call(app: &Router, method: Method, path: &str) -> (StatusCode, Vec<u8>) {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        // The event stream never ends: its headers are the answer.
+        if path == "/v1/stream" {
+            return (status, Vec::new());
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body.to_vec())
+    }
+
+    /// The description and the router agree: every documented operation is routed (answered
+    /// by its handler, not by the router's 404 or 405), and a path the description does not
+    /// have is not.
+    #[tokio::test]
+    async fn the_openapi_description_matches_the_router() {
+        let (app, _dir) = app().await;
+        let (status, body) = call(&app, Method::GET, "/v1/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        let description: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let paths = description["paths"].as_object().unwrap();
+        let mut operations = 0;
+        for (path, item) in paths {
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let Some(operation) = item.get(method) else {
+                    continue;
+                };
+                operations += 1;
+                let concrete = path.replace("{id}", "1");
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let (status, body) = call(&app, method.clone(), &concrete).await;
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                let documented = operation["responses"].get(status.as_str()).is_some();
+                assert!(
+                    documented,
+                    "{method} {path} answered {status}, not in its responses"
+                );
+                if status == StatusCode::NOT_FOUND {
+                    let error: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_else(|_| {
+                            panic!("{method} {path}: the router's 404, not the handler's")
+                        });
+                    assert!(error["error"].is_string(), "{method} {path}: {error}");
+                }
+            }
+        }
+        assert_eq!(operations, 16, "{:?}", paths.keys().collect::<Vec<_>>());
+        let (status, body) = call(&app, Method::GET, "/v1/nothing-here").await;
+        assert_eq!((status, body.len()), (StatusCode::NOT_FOUND, 0));
+        let (status, _) = call(&app, Method::DELETE, "/v1/status").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
 }
