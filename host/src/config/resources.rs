@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
-use crate::delivery::{ActionSet, Route, TransformRef};
+use crate::delivery::{ANY_RESOURCE, ActionSet, Route, TransformRef};
 use crate::drivers::DriverKind;
-use crate::event::{Action, kind_of};
+use crate::event::{Action, kind_of, resource_name_problem};
 use crate::options::{Problems, Section, index, join};
 
 /// Parses `resources` (at `path`) for a replicator of `driver`.
@@ -18,12 +18,15 @@ pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems)
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Value::String(name) if !name.trim().is_empty() => routes.push(Route {
-                        resource: name.clone(),
-                        destination: name.clone(),
-                        actions: ActionSet::ALL,
-                        transform: None,
-                    }),
+                    Value::String(name) if !name.trim().is_empty() => {
+                        check_name(name, &index(path, i), problems);
+                        routes.push(Route {
+                            resource: name.clone(),
+                            destination: name.clone(),
+                            actions: ActionSet::ALL,
+                            transform: None,
+                        })
+                    }
                     other => problems.add(
                         index(path, i),
                         format!("must be a resource name, found {}", kind_of(other)),
@@ -34,6 +37,7 @@ pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems)
         Value::Object(map) => {
             for (resource, target) in map {
                 let at = join(path, resource);
+                check_name(resource, &at, problems);
                 match target {
                     // 5. multi-destination
                     Value::Array(targets) => {
@@ -94,6 +98,9 @@ fn destination(
             let mut name = None;
             for key in driver.destination_keys() {
                 if let Some(n) = s.string(key) {
+                    if *key == "resource" {
+                        check_name(&n, &s.path_of(key), problems);
+                    }
                     if name.is_some() {
                         s.problem(
                             key,
@@ -145,6 +152,16 @@ fn destination(
             );
             None
         }
+    }
+}
+
+/// Resource names the config uses must be names intake accepts and destinations can hold.
+fn check_name(name: &str, path: &str, problems: &Problems) {
+    if name == ANY_RESOURCE {
+        return;
+    }
+    if let Some(problem) = resource_name_problem(name) {
+        problems.add(path, problem);
     }
 }
 
@@ -312,5 +329,18 @@ mod tests {
             p[0].contains("must be the path of a .wasm component"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn names_no_destination_can_hold_are_refused() {
+        let (_, p) = routes(
+            json!({"a/b": true, "users": {"resource": "x=y"}, "*": true}),
+            DriverKind::S3db,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("resources.a/b: \"resource\" \"a/b\" cannot be held"), "{p:?}");
+        assert!(p[1].starts_with("resources.users.resource: "), "{p:?}");
+        let (_, p) = routes(json!(["..", "ok"]), DriverKind::Webhook);
+        assert_eq!(p, ["resources[0]: \"resource\" cannot be \"..\""]);
     }
 }
