@@ -8,7 +8,7 @@ cd "$ROOT"
 export INFRA_RUN=${INFRA_RUN:-/tmp/replicator-infra/run}
 cargo build --release -p replicator -p replicator-tests -p s3-test-server --bins
 tests/servers/s3db-js.sh install
-guest-examples/build.sh
+guest-examples/build.sh --features rust-transform/bench-arena
 guest-examples/build-js-python.sh --aot
 export S3_SERVER_BIN=$ROOT/target/release/s3-test-server
 STARTED=()

@@ -21,9 +21,6 @@ wit_bindgen::generate!({
     world: "batch-transformer",
 });
 
-// A bump arena per call over talc instead of Rust's default Wasm allocator (dlmalloc): a
-// transform allocates for every parsed field and every string the host passes in.
-mod arena;
 mod rules;
 
 use exports::replicator::plugin::batch_transform::Guest;
@@ -35,6 +32,19 @@ use rules::{Config, Verdict};
 use std::sync::Mutex;
 
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+
+// The benchmark builds this example with a bump arena per call as its allocator (feature
+// `bench-arena`, guest-examples/bench-arena); the example itself uses Rust's default one.
+#[cfg(feature = "bench-arena")]
+use bench_arena::{begin_call, persistent};
+
+#[cfg(not(feature = "bench-arena"))]
+fn begin_call() {}
+
+#[cfg(not(feature = "bench-arena"))]
+fn persistent<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 /// SHA-256 by the host, at native speed.
 fn host_sha256_hex(s: &str) -> String {
@@ -91,7 +101,7 @@ struct Transform;
 impl Guest for Transform {
     fn init(config: Vec<u8>) -> Result<(), TransformError> {
         // The config outlives every call.
-        let c = arena::persistent(|| rules::parse_config(&config)).map_err(|message| {
+        let c = persistent(|| rules::parse_config(&config)).map_err(|message| {
             TransformError::InvalidConfig(ErrorInfo {
                 code: "invalid-config".into(),
                 message,
@@ -102,9 +112,9 @@ impl Guest for Transform {
     }
 
     fn transform_batch(events: Vec<Event>) -> Vec<Outcome> {
-        arena::begin_call();
+        begin_call();
         let mut guard = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard.get_or_insert_with(|| arena::persistent(Config::default));
+        let c = guard.get_or_insert_with(|| persistent(Config::default));
         let n = events.len();
         let out: Vec<Outcome> = events
             .into_iter()

@@ -338,7 +338,10 @@ mod tests {
             DriverKind::S3db,
         );
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].starts_with("resources.a/b: \"resource\" \"a/b\" cannot be held"), "{p:?}");
+        assert!(
+            p[0].starts_with("resources.a/b: \"resource\" \"a/b\" cannot be held"),
+            "{p:?}"
+        );
         assert!(p[1].starts_with("resources.users.resource: "), "{p:?}");
         let (_, p) = routes(json!(["..", "ok"]), DriverKind::Webhook);
         assert_eq!(p, ["resources[0]: \"resource\" cannot be \"..\""]);

@@ -30,8 +30,8 @@ pub use transform::{Transform, TransformOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("cannot read plugin {path}: {reason}", path = .0.display(), reason = .1)]
-    Read(PathBuf, String),
+    #[error("cannot read plugin {path}: {source}", path = .0.display(), source = .1)]
+    Read(PathBuf, #[source] std::io::Error),
     #[error("{path} is not a valid WebAssembly component: {reason}", path = .0.display(), reason = .1)]
     Invalid(PathBuf, String),
     #[error("{path} cannot run here: {reason}", path = .0.display(), reason = .1)]

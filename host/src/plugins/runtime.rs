@@ -187,8 +187,7 @@ impl Runtime {
         &self,
         path: &Path,
     ) -> Result<(Component, PathBuf, Result<(), String>), PluginError> {
-        let wasm = std::fs::read(path)
-            .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
+        let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e))?;
         let cached = self.artifact_path(&wasm);
         if let Some(component) = self.load_cached(&cached) {
             return Ok((component, cached, Ok(())));

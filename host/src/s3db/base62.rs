@@ -101,40 +101,10 @@ pub fn decode_decimal(s: &str) -> Option<f64> {
     Some(if neg { -n } else { n })
 }
 
-/// JavaScript's `Number.prototype.toString()` for a finite number.
+/// JavaScript's `Number.prototype.toString()` for a finite number (ryu-js implements
+/// ECMAScript's Number::toString).
 pub fn js_number(n: f64) -> String {
-    if n == 0.0 {
-        return "0".into();
-    }
-    if n < 0.0 {
-        return format!("-{}", js_number(-n));
-    }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as ECMAScript requires.
-    let sci = format!("{n:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let exp: i32 = exp.parse().expect("integer exponent");
-    let k = digits.len() as i32;
-    let point = exp + 1; // position of the decimal point relative to the digits
-    if k <= point && point <= 21 {
-        format!("{digits}{}", "0".repeat((point - k) as usize))
-    } else if 0 < point && point <= 21 {
-        format!(
-            "{}.{}",
-            &digits[..point as usize],
-            &digits[point as usize..]
-        )
-    } else if -6 < point && point <= 0 {
-        format!("0.{}{digits}", "0".repeat((-point) as usize))
-    } else {
-        let e = point - 1;
-        let sign = if e >= 0 { "+" } else { "-" };
-        if k == 1 {
-            format!("{digits}e{sign}{}", e.abs())
-        } else {
-            format!("{}.{}e{sign}{}", &digits[..1], &digits[1..], e.abs())
-        }
-    }
+    ryu_js::Buffer::new().format_finite(n).to_string()
 }
 
 #[cfg(test)]
