@@ -1,5 +1,5 @@
 //! Destinations, and the one list of them. Each driver lives in its own folder with the same
-//! shape (`mod.rs`: its [`DriverSpec`]; `config.rs`: its options; `sink.rs`: how a batch is
+//! shape (`mod.rs`: its [`DriverSpec`]; `config.rs`: its options; `driver.rs`: how a batch is
 //! written) and is registered by one line in [`registry!`]. Drivers only write; batching,
 //! ordering, retries and dead-lettering live in the pipeline. How to add one: docs/drivers.md.
 

@@ -3,10 +3,10 @@
 
 mod config;
 mod schema;
-mod sink;
+mod driver;
 
 pub use config::PostgresConfig;
-pub use sink::PostgresSink;
+pub use driver::PostgresDriver;
 
 use std::sync::Arc;
 
@@ -34,6 +34,6 @@ impl DriverSpec for Postgresql {
         config: &PostgresConfig,
         _context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Driver>, PluginError> {
-        Ok(Arc::new(PostgresSink::new(config.clone())))
+        Ok(Arc::new(PostgresDriver::new(config.clone())))
     }
 }

@@ -2,10 +2,10 @@
 //! or a directory) so that s3db.js reads them exactly as if it had written them.
 
 mod config;
-mod sink;
+mod driver;
 
 pub use config::S3dbConfig;
-pub use sink::S3dbSink;
+pub use driver::S3dbDriver;
 
 use std::sync::Arc;
 
@@ -32,6 +32,6 @@ impl DriverSpec for S3db {
         config: &S3dbConfig,
         _context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Driver>, PluginError> {
-        Ok(Arc::new(S3dbSink::new(config.clone())))
+        Ok(Arc::new(S3dbDriver::new(config.clone())))
     }
 }

@@ -2,10 +2,10 @@
 //! built-in drivers (batching, order, retries, dead letters) around the component's `replicate`.
 
 mod config;
-mod sink;
+mod driver;
 
 pub use config::WasmConfig;
-pub use sink::WasmSink;
+pub use driver::WasmDriver;
 
 use std::sync::Arc;
 
@@ -47,6 +47,6 @@ impl DriverSpec for Wasm {
             config.allow_hosts.clone(),
         )
         .await?;
-        Ok(Arc::new(WasmSink::new(plugin, context.attempt_timeout)))
+        Ok(Arc::new(WasmDriver::new(plugin, context.attempt_timeout)))
     }
 }

@@ -2,10 +2,10 @@
 
 mod config;
 mod signing;
-mod sink;
+mod driver;
 
 pub use config::WebhookConfig;
-pub use sink::WebhookSink;
+pub use driver::WebhookDriver;
 
 use std::sync::Arc;
 
@@ -37,6 +37,6 @@ impl DriverSpec for Webhook {
         config: &WebhookConfig,
         _context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Driver>, PluginError> {
-        Ok(Arc::new(WebhookSink::new(config.clone())))
+        Ok(Arc::new(WebhookDriver::new(config.clone())))
     }
 }

@@ -10,7 +10,7 @@ use crate::drivers::util::http as http_errors;
 use crate::drivers::util::payload::{Payload, idempotency_key};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 
-pub struct WebhookSink {
+pub struct WebhookDriver {
     config: WebhookConfig,
     client: reqwest::Client,
     secrets: Vec<Vec<u8>>,
@@ -18,7 +18,7 @@ pub struct WebhookSink {
     shown_url: String,
 }
 
-impl WebhookSink {
+impl WebhookDriver {
     pub fn new(config: WebhookConfig) -> Self {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -31,7 +31,7 @@ impl WebhookSink {
             .map(|s| signing::decode_secret(s.expose()).expect("validated with the config"))
             .collect();
         let shown_url = crate::redact::url(config.url.as_str());
-        WebhookSink {
+        WebhookDriver {
             config,
             client,
             secrets,
@@ -87,7 +87,7 @@ impl WebhookSink {
 }
 
 #[async_trait::async_trait]
-impl Driver for WebhookSink {
+impl Driver for WebhookDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
         Ok(())
     }

@@ -9,14 +9,14 @@ use crate::plugins::driver::{Answer, DriverPlugin, Failure};
 use crate::plugins::driver_types::{DriverError, ErrorInfo, HealthStatus};
 use crate::plugins::runtime::CallError;
 
-pub struct WasmSink {
+pub struct WasmDriver {
     plugin: Arc<DriverPlugin>,
     timeout: Duration,
 }
 
-impl WasmSink {
+impl WasmDriver {
     pub fn new(plugin: Arc<DriverPlugin>, timeout: Duration) -> Self {
-        WasmSink { plugin, timeout }
+        WasmDriver { plugin, timeout }
     }
 
     fn error(&self, e: DriverError) -> DeliveryError {
@@ -96,7 +96,7 @@ impl WasmSink {
 }
 
 #[async_trait::async_trait]
-impl Driver for WasmSink {
+impl Driver for WasmDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
         match self.plugin.init().await {
             Ok(Ok(())) => Ok(()),

@@ -12,14 +12,14 @@ use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::event::Action;
 use crate::s3db::{Database, Resource, S3dbError};
 
-pub struct S3dbSink {
+pub struct S3dbDriver {
     config: S3dbConfig,
     db: OnceCell<Database>,
 }
 
-impl S3dbSink {
+impl S3dbDriver {
     pub fn new(config: S3dbConfig) -> Self {
-        S3dbSink {
+        S3dbDriver {
             config,
             db: OnceCell::new(),
         }
@@ -94,7 +94,7 @@ fn to_delivery(e: S3dbError) -> DeliveryError {
 }
 
 #[async_trait::async_trait]
-impl Driver for S3dbSink {
+impl Driver for S3dbDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
         self.db().await.map(|_| ())
     }

@@ -24,13 +24,13 @@ struct Table {
     columns: HashMap<String, ColumnType>,
 }
 
-pub struct PostgresSink {
+pub struct PostgresDriver {
     config: PostgresConfig,
     pool: Pool,
     tables: Mutex<HashMap<String, Arc<Table>>>,
 }
 
-impl PostgresSink {
+impl PostgresDriver {
     pub fn new(config: PostgresConfig) -> Self {
         let tls =
             tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&config.ca_certificates));
@@ -47,7 +47,7 @@ impl PostgresSink {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .expect("a pool with a runtime builds");
-        PostgresSink {
+        PostgresDriver {
             config,
             pool,
             tables: Mutex::new(HashMap::new()),
@@ -318,7 +318,7 @@ impl PostgresSink {
 }
 
 #[async_trait::async_trait]
-impl Driver for PostgresSink {
+impl Driver for PostgresDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
         let client = self.client().await?;
         client
