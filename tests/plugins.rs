@@ -329,17 +329,7 @@ async fn misbehaving_guests_are_contained() {
         delivered.iter().all(|id| id.starts_with("ok")),
         "{delivered:?}"
     );
-    let reasons: BTreeMap<String, String> = host
-        .dead_letters("replicator=sandboxed")
-        .await
-        .iter()
-        .map(|d| {
-            (
-                d["recordId"].as_str().unwrap().to_string(),
-                d["error"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let reasons: BTreeMap<String, String> = host.dead_letter_reasons("replicator=sandboxed").await;
     assert!(reasons["bad1"].contains("deadline"), "{reasons:?}");
     assert!(
         reasons["bad5"].contains("deadline") && reasons["bad5"].contains("host call"),
@@ -644,12 +634,7 @@ async fn a_driver_calling_a_host_off_its_allow_list_is_refused() {
         allowed.received().is_empty(),
         "the request never left the host"
     );
-    let metrics = reqwest::get(host.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics().await;
     let denied: f64 = metrics
         .lines()
         .find_map(|l| {
@@ -698,17 +683,7 @@ async fn transform_output_is_checked_like_intake() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["ok1", "ok2"]);
-    let reasons: BTreeMap<String, String> = host
-        .dead_letters("replicator=checked")
-        .await
-        .iter()
-        .map(|d| {
-            (
-                d["recordId"].as_str().unwrap().to_string(),
-                d["error"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let reasons: BTreeMap<String, String> = host.dead_letter_reasons("replicator=checked").await;
     assert!(
         reasons["array"].contains("\"data\" must be an object or null, found an array"),
         "{reasons:?}"

@@ -539,12 +539,7 @@ async fn an_unusable_destination_catalog_is_reported_and_mending_it_resumes_deli
         host.dead_letters("").await.is_empty(),
         "no record is at fault"
     );
-    let metrics = reqwest::get(host.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics().await;
     assert!(
         metrics.contains("replicator_lag_seconds{replicator=\"copy\"}"),
         "{metrics}"

@@ -238,6 +238,33 @@ impl Host {
         .await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Each dead letter's record id with its error.
+    pub async fn dead_letter_reasons(
+        &self,
+        query: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        self.dead_letters(query)
+            .await
+            .iter()
+            .map(|d| {
+                (
+                    d["recordId"].as_str().unwrap().to_string(),
+                    d["error"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn dead_letters(&self, query: &str) -> Vec<Value> {
         self.get(&format!("/v1/dlq?{query}")).await["deadLetters"]
             .as_array()

@@ -735,21 +735,8 @@ fn commit_group(
 
 #[cfg(test)]
 mod tests {
+    use super::records::fixtures::{dead_letter, insert};
     use super::*;
-    use crate::event::Action;
-
-    fn event(id: &str) -> Event {
-        Event {
-            resource: "users".into(),
-            action: Action::Insert,
-            id: id.into(),
-            data: Some(serde_json::json!({"id": id})),
-            before: None,
-            timestamp: "2026-11-23T10:00:00.000Z".into(),
-            source: None,
-            metadata: None,
-        }
-    }
 
     #[tokio::test]
     async fn appends_survive_reopen_and_prune_respects_the_floor() {
@@ -757,8 +744,8 @@ mod tests {
         {
             let j = Journal::open(dir.path(), 1 << 20).unwrap();
             let (a, b) = tokio::join!(
-                j.append(vec![event("a"), event("b")], 1, None),
-                j.append(vec![event("c")], 2, None)
+                j.append(vec![insert("a"), insert("b")], 1, None),
+                j.append(vec![insert("c")], 2, None)
             );
             let (a, b) = (a.unwrap(), b.unwrap());
             assert_eq!(a.end - a.start + b.end - b.start, 3);
@@ -779,7 +766,7 @@ mod tests {
         };
         assert_eq!(j.prune(2, i64::MAX, 100, log).await.unwrap(), 2);
         assert_eq!(j.first_retained().await.unwrap(), 3);
-        assert_eq!(j.append(vec![event("d")], 3, None).await.unwrap(), 4..5);
+        assert_eq!(j.append(vec![insert("d")], 3, None).await.unwrap(), 4..5);
     }
 
     #[tokio::test]
@@ -792,9 +779,9 @@ mod tests {
             ))
         });
         let (a, bad, b, c) = tokio::join!(
-            j.append(vec![event("a")], 1, None),
+            j.append(vec![insert("a")], 1, None),
             failing,
-            j.append(vec![event("b")], 1, None),
+            j.append(vec![insert("b")], 1, None),
             j.commit_cursor("r", 1),
         );
         assert!(matches!(bad, Err(JournalError::Encoding(_))), "{bad:?}");
@@ -813,31 +800,9 @@ mod tests {
     async fn dead_letter_counts_follow_the_queue_and_log_pruning_waits_for_the_shipper() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), 1 << 20).unwrap();
-        let stored = StoredEvent {
-            sequence: 1,
-            received_at_ms: 1,
-            event: event("a"),
-            backfill: None,
-        };
-        let letter = |replicator: &str| DeadLetter {
-            id: 0,
-            replicator: replicator.into(),
-            resource: "users".into(),
-            destination: "users".into(),
-            action: "insert".into(),
-            record_id: "a".into(),
-            sequence: 1,
-            error: "e".into(),
-            attempts: Vec::new(),
-            dead_lettered_at: String::new(),
-            redrives: 0,
-            route: "users".into(),
-            transformed: false,
-            event: stored.clone(),
-        };
-        let one = j.dead_letter(letter("r1")).await.unwrap();
-        let two = j.dead_letter(letter("r1")).await.unwrap();
-        j.dead_letter(letter("r2")).await.unwrap();
+        let one = j.dead_letter(dead_letter("r1", "a")).await.unwrap();
+        let two = j.dead_letter(dead_letter("r1", "a")).await.unwrap();
+        j.dead_letter(dead_letter("r2", "a")).await.unwrap();
         j.redrive(vec![one]).await.unwrap();
         j.discard(vec![two, 999]).await.unwrap();
         let counts = j.dead_letter_counts().await.unwrap();

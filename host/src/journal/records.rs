@@ -121,3 +121,49 @@ pub struct Backfill {
     #[serde(default)]
     pub finished_at_head: Option<u64>,
 }
+
+/// Records for the host's unit tests.
+#[cfg(test)]
+pub mod fixtures {
+    use super::DeadLetter;
+    use crate::event::{Action, Event, StoredEvent};
+
+    /// An insert of `users/<id>`.
+    pub fn insert(id: &str) -> Event {
+        Event {
+            resource: "users".into(),
+            action: Action::Insert,
+            id: id.into(),
+            data: Some(serde_json::json!({"id": id})),
+            before: None,
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+            source: None,
+            metadata: None,
+        }
+    }
+
+    /// A dead letter of replicator `replicator` for the insert of `users/<id>` at sequence 1.
+    pub fn dead_letter(replicator: &str, id: &str) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            replicator: replicator.into(),
+            resource: "users".into(),
+            destination: "users".into(),
+            action: "insert".into(),
+            record_id: id.into(),
+            sequence: 1,
+            error: "e".into(),
+            attempts: Vec::new(),
+            dead_lettered_at: String::new(),
+            redrives: 0,
+            route: "users".into(),
+            transformed: false,
+            event: StoredEvent {
+                sequence: 1,
+                received_at_ms: 1,
+                event: insert(id),
+                backfill: None,
+            },
+        }
+    }
+}

@@ -75,16 +75,13 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(destination = %conn.shown, error = %e, "cannot write the replication log to s3db; retrying");
-                telemetry.emit(MonitorEvent {
-                    name: "replicator_log_error",
-                    replicator: POSITION.trim_start_matches('#').into(),
-                    resource: Some(name.clone()),
-                    operation: None,
-                    id: None,
-                    sequence: None,
-                    attempt: None,
-                    error: Some(e.to_string()),
-                });
+                let mut event = MonitorEvent::replicator_wide(
+                    "replicator_log_error",
+                    POSITION.trim_start_matches('#'),
+                    e.to_string(),
+                );
+                event.resource = Some(name.clone());
+                telemetry.emit(event);
                 let delay = backoff.get_or_insert_with(outage_delays).next();
                 tokio::time::sleep(delay.unwrap_or(Duration::from_secs(30))).await;
             }

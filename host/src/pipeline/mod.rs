@@ -292,16 +292,11 @@ async fn supervise(worker: Worker, counters: ReplicatorCounters) {
     tracing::error!(replicator = %counters.replicator(), error = %reason, "replicator stopped");
     counters.failed(&reason);
     counters.stats.set_state(State::Failing);
-    counters.emit(MonitorEvent {
-        name: "replicator_error",
-        replicator: counters.replicator().to_string(),
-        resource: None,
-        operation: None,
-        id: None,
-        sequence: None,
-        attempt: None,
-        error: Some(reason),
-    });
+    counters.emit(MonitorEvent::replicator_wide(
+        "replicator_error",
+        counters.replicator(),
+        reason,
+    ));
 }
 
 /// Deletes events every replicator is done with, keeping `retention` worth of history, and

@@ -173,6 +173,22 @@ pub struct MonitorEvent {
     pub error: Option<String>,
 }
 
+impl MonitorEvent {
+    /// An event about a whole replicator, not one record (a stall, a log that cannot be written).
+    pub fn replicator_wide(name: &'static str, replicator: &str, error: String) -> Self {
+        MonitorEvent {
+            name,
+            replicator: replicator.to_string(),
+            resource: None,
+            operation: None,
+            id: None,
+            sequence: None,
+            attempt: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// Where a replicator stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

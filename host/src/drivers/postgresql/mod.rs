@@ -2,8 +2,8 @@
 //! sequence so an older event never overwrites a newer one, and schema that follows the data.
 
 mod config;
-mod schema;
 mod driver;
+mod schema;
 
 pub use config::PostgresConfig;
 pub use driver::PostgresDriver;

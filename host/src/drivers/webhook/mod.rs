@@ -1,8 +1,8 @@
 //! Webhook destination: one HTTP request per event, or one per batch (`batch: true`).
 
 mod config;
-mod signing;
 mod driver;
+mod signing;
 
 pub use config::WebhookConfig;
 pub use driver::WebhookDriver;

@@ -174,16 +174,11 @@ impl Shared {
         let s = self.clone();
         tokio::spawn(async move {
             if let Err(e) = s.journal.log(entries).await {
-                s.counters.emit(MonitorEvent {
-                    name: "replicator_log_error",
-                    replicator: s.id.clone(),
-                    resource: None,
-                    operation: None,
-                    id: None,
-                    sequence: None,
-                    attempt: None,
-                    error: Some(e.to_string()),
-                });
+                s.counters.emit(MonitorEvent::replicator_wide(
+                    "replicator_log_error",
+                    &s.id,
+                    e.to_string(),
+                ));
             }
         });
     }
@@ -361,16 +356,11 @@ impl Worker {
         tracing::error!(replicator = %s.id, error, "replicator stalled");
         s.counters.failed(error);
         s.counters.stats.set_state(State::Failing);
-        s.counters.emit(MonitorEvent {
-            name: "replicator_error",
-            replicator: s.id.clone(),
-            resource: None,
-            operation: None,
-            id: None,
-            sequence: None,
-            attempt: None,
-            error: Some(error.to_string()),
-        });
+        s.counters.emit(MonitorEvent::replicator_wide(
+            "replicator_error",
+            &s.id,
+            error.to_string(),
+        ));
     }
 
     fn enqueue(&mut self, item: Item) {
@@ -801,7 +791,7 @@ async fn sleep_until(t: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::delivery::ActionSet;
-    use crate::event::{Action, Event};
+    use crate::journal::records::fixtures::insert;
     use crate::pipeline::telemetry::{ReplicatorStats, Telemetry};
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU32;
@@ -825,19 +815,6 @@ mod tests {
             let mut written = self.written.lock().unwrap();
             written.extend(batch.iter().map(|d| d.event.event.id.clone()));
             Ok(vec![Ok(()); batch.len()])
-        }
-    }
-
-    fn insert(id: &str) -> Event {
-        Event {
-            resource: "users".into(),
-            action: Action::Insert,
-            id: id.into(),
-            data: Some(serde_json::json!({"id": id})),
-            before: None,
-            timestamp: "2026-11-23T10:00:00.000Z".into(),
-            source: None,
-            metadata: None,
         }
     }
 

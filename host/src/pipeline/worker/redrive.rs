@@ -112,45 +112,15 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Action, Event};
+    use crate::journal::records::fixtures;
     use std::time::Duration;
 
     #[tokio::test]
     async fn a_fanned_out_redrive_leaves_the_queue_after_its_last_delivery() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), 1 << 20).unwrap();
-        let event = StoredEvent {
-            sequence: 1,
-            received_at_ms: 1,
-            event: Event {
-                resource: "users".into(),
-                action: Action::Delete,
-                id: "u1".into(),
-                data: None,
-                before: None,
-                timestamp: "2026-11-23T10:00:00.000Z".into(),
-                source: None,
-                metadata: None,
-            },
-            backfill: None,
-        };
         let id = journal
-            .dead_letter(DeadLetter {
-                id: 0,
-                replicator: "r".into(),
-                resource: "users".into(),
-                destination: "users".into(),
-                action: "delete".into(),
-                record_id: "u1".into(),
-                sequence: 1,
-                error: "e".into(),
-                attempts: Vec::new(),
-                dead_lettered_at: String::new(),
-                redrives: 0,
-                route: "users".into(),
-                transformed: false,
-                event,
-            })
+            .dead_letter(fixtures::dead_letter("r", "u1"))
             .await
             .unwrap();
         journal.redrive(vec![id]).await.unwrap();

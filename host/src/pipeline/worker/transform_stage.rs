@@ -13,7 +13,7 @@ use tokio::task::{JoinError, JoinSet};
 use super::{Item, Worker, panic_message};
 use crate::delivery::{self as retry, Backoff};
 use crate::event::StoredEvent;
-use crate::pipeline::telemetry::State;
+use crate::pipeline::telemetry::{MonitorEvent, State};
 use crate::plugins::{Transform, TransformOutcome};
 
 /// Events per call into a transform.
@@ -204,16 +204,9 @@ impl Worker {
         };
         work.failures += 1;
         tracing::error!(replicator = %s.id, error = %reason, failures = work.failures, "transform stage failed");
-        s.counters.emit(crate::pipeline::telemetry::MonitorEvent {
-            name: "replicator_error",
-            replicator: s.id.clone(),
-            resource: None,
-            operation: None,
-            id: None,
-            sequence: None,
-            attempt: Some(work.failures),
-            error: Some(reason.clone()),
-        });
+        let mut event = MonitorEvent::replicator_wide("replicator_error", &s.id, reason.clone());
+        event.attempt = Some(work.failures);
+        s.counters.emit(event);
         if work.failures <= s.policy.max_retries {
             let delay = work
                 .backoff
