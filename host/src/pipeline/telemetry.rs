@@ -365,6 +365,12 @@ impl ReplicatorCounters {
         self.telemetry.emit(event);
     }
 
+    /// Whether anyone follows the stream: the per-record events of the hot path are made only
+    /// then (each costs four strings).
+    pub fn watched(&self) -> bool {
+        self.telemetry.monitor.receiver_count() > 0
+    }
+
     pub fn verbose(&self) -> bool {
         self.telemetry.verbose
     }

@@ -32,8 +32,8 @@ pub use transform::{Transform, TransformOutcome};
 pub enum PluginError {
     #[error("cannot read plugin {path}: {source}", path = .0.display(), source = .1)]
     Read(PathBuf, #[source] std::io::Error),
-    #[error("{path} is not a valid WebAssembly component: {reason}", path = .0.display(), reason = .1)]
-    Invalid(PathBuf, String),
+    #[error("{path} is not a valid WebAssembly component: {reason:#}", path = .0.display(), reason = .1)]
+    Invalid(PathBuf, #[source] wasmtime::Error),
     #[error("{path} cannot run here: {reason}", path = .0.display(), reason = .1)]
     Refused(PathBuf, String),
     #[error("plugin {0} refused its config: {1}")]
@@ -42,8 +42,10 @@ pub enum PluginError {
     Trap(String, String),
     #[error("cannot write the compiled plugin to {path}: {reason}", path = .0.display(), reason = .1)]
     Cache(PathBuf, String),
-    #[error("Wasm engine: {0}")]
-    Engine(String),
+    #[error("Wasm engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
+    #[error("cannot start the Wasm engine's epoch thread: {0}")]
+    EpochThread(#[source] std::io::Error),
     #[error("{path}: no Wasm runtime was started for this replicator", path = .0.display())]
     NoRuntime(PathBuf),
 }

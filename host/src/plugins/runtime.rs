@@ -142,7 +142,7 @@ impl Runtime {
                 .table_elements(200_000);
             cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&cfg).map_err(PluginError::Engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -153,7 +153,7 @@ impl Runtime {
                     std::thread::sleep(TICK);
                 }
             })
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+            .map_err(PluginError::EpochThread)?;
         Ok(Arc::new(Runtime {
             engine,
             config,
@@ -193,7 +193,7 @@ impl Runtime {
             return Ok((component, cached, Ok(())));
         }
         let component = Component::new(&self.engine, &wasm)
-            .map_err(|e| PluginError::Invalid(path.to_path_buf(), format!("{e:#}")))?;
+            .map_err(|e| PluginError::Invalid(path.to_path_buf(), e))?;
         let stored = self.store_cached(&cached, &component);
         Ok((component, cached, stored))
     }
@@ -238,7 +238,7 @@ impl Runtime {
     /// and digest imports; drivers also get `wasi:http` (through the allow-list) and `state`.
     pub fn linker(&self, driver: bool) -> Result<Linker<Host>, PluginError> {
         let mut linker = Linker::new(&self.engine);
-        let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let err = PluginError::Engine;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         super::bindings::batch::replicator::plugin::log::add_to_linker::<
             Host,

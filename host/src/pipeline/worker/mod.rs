@@ -612,7 +612,9 @@ impl Worker {
                     if s.counters.verbose() {
                         tracing::info!(replicator = %s.id, resource = %e.resource, destination = %s.routes[item.route].destination, action = %e.action, id = %e.id, sequence = item.event.sequence, "replicated");
                     }
-                    s.counters.emit(s.monitor("replicated", &item, None));
+                    if s.counters.watched() {
+                        s.counters.emit(s.monitor("replicated", &item, None));
+                    }
                     if s.policy.log_successes {
                         logs.push(s.log_entry(&item, LogStatus::Success, None));
                     }
