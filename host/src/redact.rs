@@ -122,24 +122,9 @@ pub fn mask(text: &str, secret: &str) -> String {
     }
 }
 
-/// A string that must never be printed: tokens, passwords, signing secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// A string that must never be printed (tokens, passwords, signing secrets): its `Debug` is
+/// redacted, its memory wiped on drop, and reading it takes `expose_secret`.
+pub use secrecy::{ExposeSecret, SecretString as Secret};
 
 #[cfg(test)]
 mod tests {

@@ -265,7 +265,7 @@ fn server(s: &mut Section, out: &mut ServerConfig) {
             ),
         }
     }
-    out.token = s.string("token").map(Secret::new);
+    out.token = s.string("token").map(Secret::from);
     if let Some(n) = s.bytes("maxBodyBytes") {
         out.max_body_bytes = n as usize;
     }

@@ -2,6 +2,7 @@
 //! error type every handler answers with. Features (`intake`, `admin`) bring their own routers;
 //! `server` puts them together.
 
+use crate::redact::ExposeSecret;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -192,7 +193,8 @@ pub async fn require_token(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.expose().as_bytes())));
+        let ok =
+            given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.expose_secret().as_bytes())));
         if !ok {
             return ApiError::Unauthorized.into_response();
         }

@@ -79,7 +79,7 @@ impl Connection {
         let credentials = match (url.username(), url.password()) {
             ("", None) => None,
             (user, Some(pass)) if !user.is_empty() => {
-                Some((decode(user), Secret::new(decode(pass))))
+                Some((decode(user), Secret::from(decode(pass))))
             }
             _ => {
                 return Err(format!(
@@ -169,6 +169,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::ExposeSecret;
 
     #[test]
     fn parses_the_three_forms() {
@@ -186,7 +187,10 @@ mod tests {
                 assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:8014"));
                 assert_eq!(bucket, "s3db");
                 assert_eq!(region, "eu-west-1");
-                assert_eq!(credentials.as_ref().unwrap().1.expose(), "test+secret");
+                assert_eq!(
+                    credentials.as_ref().unwrap().1.expose_secret(),
+                    "test+secret"
+                );
             }
             other => panic!("{other:?}"),
         }

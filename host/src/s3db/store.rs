@@ -2,6 +2,7 @@
 //! in s3db.js's FileSystemClient layout (body file plus a `.meta.json` sidecar).
 //! Every request is counted, so the cost per replicated event can be measured.
 
+use crate::redact::ExposeSecret;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use md5::{Digest, Md5};
@@ -77,7 +78,7 @@ impl Store {
                 if let Some((key, secret)) = credentials {
                     loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                         key,
-                        secret.expose(),
+                        secret.expose_secret(),
                         None,
                         None,
                         "connection-string",

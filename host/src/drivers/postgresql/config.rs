@@ -118,7 +118,7 @@ pub fn parse(s: &mut Section) -> Option<PostgresConfig> {
         c.ssl_mode(tokio_postgres::config::SslMode::Disable);
     }
     Some(PostgresConfig {
-        connection_string: Secret::new(cs?),
+        connection_string: Secret::from(cs?),
         pg: pg?,
         schema,
         mode,

@@ -3,6 +3,7 @@
 //!
 //! Every write is guarded by `_sequence`, so a replayed older event never overwrites a newer row.
 
+use crate::redact::ExposeSecret;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -62,7 +63,7 @@ impl PostgresDriver {
             };
             DeliveryError::unavailable(format!(
                 "cannot connect to PostgreSQL: {}",
-                crate::redact::mask(&message, self.config.connection_string.expose())
+                crate::redact::mask(&message, self.config.connection_string.expose_secret())
             ))
         })
     }

@@ -8,6 +8,7 @@ mod schema;
 pub use config::PostgresConfig;
 pub use driver::PostgresDriver;
 
+use crate::redact::ExposeSecret;
 use std::sync::Arc;
 
 use super::{BuildContext, Driver, DriverSpec};
@@ -27,7 +28,7 @@ impl DriverSpec for Postgresql {
     }
 
     fn describe(config: &PostgresConfig) -> String {
-        crate::redact::url(config.connection_string.expose())
+        crate::redact::url(config.connection_string.expose_secret())
     }
 
     async fn build(

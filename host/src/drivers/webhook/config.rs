@@ -90,21 +90,21 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
         let kind = a.choice("type", &["bearer", "basic", "apikey"]);
         let auth = match kind {
             Some("bearer") => a.required_string("token").map(|t| Auth::Bearer {
-                token: Secret::new(t),
+                token: Secret::from(t),
             }),
             Some("basic") => {
                 let user = a.required_string("username");
                 let pass = a.required_string("password");
                 Some(Auth::Basic {
                     username: user?,
-                    password: Secret::new(pass?),
+                    password: Secret::from(pass?),
                 })
             }
             Some("apikey") => {
                 let header = a.string("header").unwrap_or_else(|| "X-API-Key".into());
                 a.required_string("value").map(|v| Auth::ApiKey {
                     header,
-                    value: Secret::new(v),
+                    value: Secret::from(v),
                 })
             }
             _ => {
@@ -166,7 +166,7 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
     let signing_secrets = signing_secrets
         .into_iter()
         .filter_map(|raw| match super::signing::decode_secret(&raw) {
-            Ok(_) => Some(Secret::new(raw)),
+            Ok(_) => Some(Secret::from(raw)),
             Err(e) => {
                 s.problem("signingSecret", e);
                 None

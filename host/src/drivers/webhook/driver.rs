@@ -1,5 +1,6 @@
 //! Sends deliveries as HTTP requests and classifies the answers.
 
+use crate::redact::ExposeSecret;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -28,7 +29,7 @@ impl WebhookDriver {
         let secrets = config
             .signing_secrets
             .iter()
-            .map(|s| signing::decode_secret(s.expose()).expect("validated with the config"))
+            .map(|s| signing::decode_secret(s.expose_secret()).expect("validated with the config"))
             .collect();
         let shown_url = crate::redact::url(config.url.as_str());
         WebhookDriver {
@@ -47,11 +48,11 @@ impl WebhookDriver {
             req = req.header(name, value);
         }
         req = match &c.auth {
-            Some(Auth::Bearer { token }) => req.bearer_auth(token.expose()),
+            Some(Auth::Bearer { token }) => req.bearer_auth(token.expose_secret()),
             Some(Auth::Basic { username, password }) => {
-                req.basic_auth(username, Some(password.expose()))
+                req.basic_auth(username, Some(password.expose_secret()))
             }
-            Some(Auth::ApiKey { header, value }) => req.header(header, value.expose()),
+            Some(Auth::ApiKey { header, value }) => req.header(header, value.expose_secret()),
             None => req,
         };
         let timestamp = chrono::Utc::now().timestamp();
