@@ -221,10 +221,10 @@ impl Database {
                 }
             }
         }
-        Err(StoreError {
-            kind: ErrorKind::Transient,
-            message: format!("{}: the s3db.json lock stays taken", self.conn.shown),
-        }
+        Err(StoreError::new(
+            ErrorKind::Transient,
+            format!("{}: the s3db.json lock stays taken", self.conn.shown),
+        )
         .into())
     }
 

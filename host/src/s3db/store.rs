@@ -15,19 +15,32 @@ use super::connection::{Connection, Location};
 use crate::delivery::{ErrorKind, aws};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+/// The underlying failure of a request: the SDK's or the file system's error.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// A failed request: how to treat it, what it was (with the database shown, secrets masked),
+/// and its cause when there is one.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct StoreError {
     pub kind: ErrorKind,
     pub message: String,
+    #[source]
+    pub cause: Option<Cause>,
 }
 
 impl StoreError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         StoreError {
             kind,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(cause));
+        self
     }
 }
 
@@ -171,6 +184,7 @@ impl Store {
                             .collect();
                         let body = out.body.collect().await.map_err(|e| {
                             StoreError::new(ErrorKind::Transient, format!("reading {key}: {e}"))
+                                .caused_by(e)
                         })?;
                         Ok(Some(Object {
                             metadata,
@@ -263,7 +277,7 @@ impl Store {
                     list_files(&dir, &prefix, after.as_deref(), max)
                 })
                 .await
-                .map_err(|e| StoreError::new(ErrorKind::Transient, e.to_string()))?;
+                .map_err(|e| StoreError::new(ErrorKind::Transient, e.to_string()).caused_by(e))?;
                 keys.map_err(|e| self.io_error("list", "", e))
             }
         }
@@ -276,12 +290,13 @@ impl Store {
         e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> StoreError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         StoreError::new(
             aws::error_kind(&e),
             format!("{op} {key} on {}: {}", self.shown, aws::describe(&e)),
         )
+        .caused_by(e)
     }
 
     fn io_error(&self, op: &str, key: &str, e: std::io::Error) -> StoreError {
@@ -289,7 +304,7 @@ impl Store {
             std::io::ErrorKind::PermissionDenied => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
-        StoreError::new(kind, format!("{op} {key} in {}: {e}", self.shown))
+        StoreError::new(kind, format!("{op} {key} in {}: {e}", self.shown)).caused_by(e)
     }
 }
 
