@@ -185,20 +185,13 @@ pub fn parse_event(value: Value, now: &str) -> Result<Event, Vec<String>> {
             }
         },
     };
-    if matches!(action, Some(Action::Insert | Action::Update)) && data.is_none() {
-        problems.push(format!(
-            "\"data\" is required for an {} event",
-            action.map(Action::as_str).unwrap_or_default()
-        ));
+    if let Some(action) = action {
+        problems.extend(missing_data_problem(action, data.as_ref()));
     }
     let timestamp = match map.remove("timestamp") {
         None | Some(Value::Null) => Some(now.to_string()),
         Some(Value::String(s)) => {
-            if chrono::DateTime::parse_from_rfc3339(&s).is_err() {
-                problems.push(format!(
-                    "\"timestamp\" must be an ISO-8601 date-time such as 2026-11-23T10:00:00.000Z, found \"{s}\""
-                ));
-            }
+            problems.extend(timestamp_problem(&s));
             Some(s)
         }
         Some(other) => {
@@ -253,6 +246,20 @@ pub fn resource_name_problem(name: &str) -> Option<String> {
     }
 }
 
+/// Inserts and updates carry the record.
+fn missing_data_problem(action: Action, data: Option<&Value>) -> Option<String> {
+    (matches!(action, Action::Insert | Action::Update) && data.is_none())
+        .then(|| format!("\"data\" is required for an {action} event"))
+}
+
+fn timestamp_problem(timestamp: &str) -> Option<String> {
+    chrono::DateTime::parse_from_rfc3339(timestamp).is_err().then(|| {
+        format!(
+            "\"timestamp\" must be an ISO-8601 date-time such as 2026-11-23T10:00:00.000Z, found \"{timestamp}\""
+        )
+    })
+}
+
 impl Event {
     /// Checks an event made by a plugin by the rules intake applies to posted ones.
     pub fn check(&self) -> Result<(), Vec<String>> {
@@ -272,15 +279,8 @@ impl Event {
                 ));
             }
         }
-        if matches!(self.action, Action::Insert | Action::Update) && self.data.is_none() {
-            problems.push(format!("\"data\" is required for an {} event", self.action));
-        }
-        if chrono::DateTime::parse_from_rfc3339(&self.timestamp).is_err() {
-            problems.push(format!(
-                "\"timestamp\" must be an ISO-8601 date-time, found \"{}\"",
-                self.timestamp
-            ));
-        }
+        problems.extend(missing_data_problem(self.action, self.data.as_ref()));
+        problems.extend(timestamp_problem(&self.timestamp));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -2,8 +2,9 @@
 //! limit, and serving until a signal (graceful shutdown).
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Router, middleware};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -24,10 +25,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .merge(admin::probes_router())
         .split_for_parts();
-    let description = Arc::new(with_itself(description));
+    // Serialized once: the description does not change while the host runs.
+    let description = with_itself(description)
+        .to_json()
+        .expect("the OpenAPI description serializes");
     api.route(
         "/v1/openapi.json",
-        get(move || async move { Json(description.as_ref().clone()) }),
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                description.clone(),
+            )
+        }),
     )
     .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
     .with_state(state)

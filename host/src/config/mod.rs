@@ -313,12 +313,11 @@ fn delivery(s: &mut Section, out: &mut DeliveryPolicy) {
     if let Some(d) = s.duration("maxRetryDelay") {
         out.max_retry_delay = d;
     }
-    if let Some(r) = s.choice("retryStrategy", &["exponential", "fixed"]) {
-        out.retry_strategy = if r == "fixed" {
-            RetryStrategy::Fixed
-        } else {
-            RetryStrategy::Exponential
-        };
+    if let Some(r) = s
+        .choice("retryStrategy", &RetryStrategy::NAMES)
+        .and_then(RetryStrategy::parse)
+    {
+        out.retry_strategy = r;
     }
     if let Some(n) = s.u64_in("concurrency", 1, 256) {
         out.concurrency = n as usize;

@@ -10,6 +10,19 @@ pub enum RetryStrategy {
     Fixed,
 }
 
+impl RetryStrategy {
+    /// The names `retryStrategy` takes.
+    pub const NAMES: [&str; 2] = ["exponential", "fixed"];
+
+    pub fn parse(name: &str) -> Option<RetryStrategy> {
+        match name {
+            "exponential" => Some(RetryStrategy::Exponential),
+            "fixed" => Some(RetryStrategy::Fixed),
+            _ => None,
+        }
+    }
+}
+
 /// How the pipeline delivers for one replicator: batching, retries, parallelism.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryPolicy {

@@ -647,8 +647,8 @@ fn fill_dead_letter_counts(tx: &WriteTransaction) -> Result<(), JournalError> {
 }
 
 /// The writer thread: takes every job waiting, runs them in one transaction, commits once.
-/// A job that fails gets its own error and leaves the group; the others run again in a fresh
-/// transaction, so one bad write never fails or loses its neighbours.
+/// A job that fails gets its own error and leaves the group; the others run again, in their
+/// order, in a fresh transaction, so one bad write never fails or loses its neighbours.
 fn writer(
     db: Arc<Database>,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
@@ -671,7 +671,7 @@ fn writer(
                 Ok(()) => break Ok(()),
                 Err(GroupFailure::Job(i, e)) => {
                     counters = before;
-                    group.swap_remove(i).answer(Err(e));
+                    group.remove(i).answer(Err(e));
                     if group.is_empty() {
                         break Ok(());
                     }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, DriverKind, JournalConfig};
 use crate::journal::{DeadLetter, Journal, JournalError};
 use backfill::Backfills;
-use telemetry::{MonitorEvent, ReplicatorCounters, ReplicatorStats, State, Telemetry};
+use telemetry::{ReplicatorCounters, ReplicatorStats, State, Telemetry};
 use worker::{Control, Worker, WorkerParts};
 
 #[derive(Debug, thiserror::Error)]
@@ -290,13 +290,7 @@ async fn supervise(worker: Worker, counters: ReplicatorCounters) {
     };
     let reason = format!("the delivery worker stopped: {e}; restart the host to resume");
     tracing::error!(replicator = %counters.replicator(), error = %reason, "replicator stopped");
-    counters.failed(&reason);
-    counters.stats.set_state(State::Failing);
-    counters.emit(MonitorEvent::replicator_wide(
-        "replicator_error",
-        counters.replicator(),
-        reason,
-    ));
+    counters.stalled(&reason, None);
 }
 
 /// Deletes events every replicator is done with, keeping `retention` worth of history, and

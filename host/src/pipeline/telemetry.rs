@@ -365,6 +365,18 @@ impl ReplicatorCounters {
         self.telemetry.emit(event);
     }
 
+    /// Something stops the replicator from making progress: counted as a failure, the state
+    /// `failing` with the reason, and a `replicator_error` on the stream (`attempt`: how many
+    /// times it happened in a row, when that is known).
+    pub fn stalled(&self, error: &str, attempt: Option<u32>) {
+        self.failed(error);
+        self.stats.set_state(State::Failing);
+        let mut event =
+            MonitorEvent::replicator_wide("replicator_error", self.replicator(), error.to_string());
+        event.attempt = attempt;
+        self.emit(event);
+    }
+
     /// Whether anyone follows the stream: the per-record events of the hot path are made only
     /// then (each costs four strings).
     pub fn watched(&self) -> bool {

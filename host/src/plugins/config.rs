@@ -36,24 +36,23 @@ impl Default for PluginsConfig {
 impl PluginsConfig {
     /// Reads the `plugins` section over these values.
     pub fn read(&mut self, s: &mut Section) {
-        let out = self;
         if let Some(p) = s.string("cacheDir") {
-            out.cache_dir = p.into();
+            self.cache_dir = p.into();
         }
         if let Some(d) = s.duration("timeout") {
-            out.timeout = d;
+            self.timeout = d;
         }
         if let Some(n) = s.bytes("memoryLimit") {
-            out.memory_limit = n as usize;
+            self.memory_limit = n as usize;
         }
         if let Some(n) = s.u64_in("maxInstances", 1, 10_000) {
-            out.max_instances = n as u32;
+            self.max_instances = n as u32;
         }
         if let Some(b) = s.bool("pooling") {
-            out.pooling = b;
+            self.pooling = b;
         }
         if let Some(n) = s.u64_in("maxFanOut", 1, 100_000) {
-            out.max_fan_out = n as usize;
+            self.max_fan_out = n as usize;
         }
     }
 }

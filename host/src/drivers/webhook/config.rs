@@ -121,14 +121,8 @@ pub fn parse(s: &mut Section) -> Option<WebhookConfig> {
     let retries = s.u64_in("retries", 0, 1000).map(|n| n as u32);
     let retry_delay = s.duration("retryDelay");
     let retry_strategy = s
-        .choice("retryStrategy", &["exponential", "fixed"])
-        .map(|r| {
-            if r == "fixed" {
-                RetryStrategy::Fixed
-            } else {
-                RetryStrategy::Exponential
-            }
-        });
+        .choice("retryStrategy", &RetryStrategy::NAMES)
+        .and_then(RetryStrategy::parse);
     let retry_on_status = match s.value("retryOnStatus") {
         None => default_retryable_statuses(),
         Some(serde_json::Value::Array(items)) => {

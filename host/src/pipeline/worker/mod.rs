@@ -354,13 +354,7 @@ impl Worker {
     fn report_stall(&self, error: &str) {
         let s = &self.shared;
         tracing::error!(replicator = %s.id, error, "replicator stalled");
-        s.counters.failed(error);
-        s.counters.stats.set_state(State::Failing);
-        s.counters.emit(MonitorEvent::replicator_wide(
-            "replicator_error",
-            &s.id,
-            error.to_string(),
-        ));
+        s.counters.stalled(error, None);
     }
 
     fn enqueue(&mut self, item: Item) {

@@ -13,7 +13,6 @@ use tokio::task::{JoinError, JoinSet};
 use super::{Item, Worker, panic_message};
 use crate::delivery::{self as retry, Backoff};
 use crate::event::StoredEvent;
-use crate::pipeline::telemetry::{MonitorEvent, State};
 use crate::plugins::{Transform, TransformOutcome};
 
 /// Events per call into a transform.
@@ -197,16 +196,13 @@ impl Worker {
     /// of its inputs is dead-lettered with the reason.
     async fn transform_failed(&mut self, reason: String) {
         let s = self.shared.clone();
-        s.counters.failed(&reason);
-        s.counters.stats.set_state(State::Failing);
         let Some(work) = self.transforms.work.as_mut() else {
+            s.counters.stalled(&reason, None);
             return;
         };
         work.failures += 1;
         tracing::error!(replicator = %s.id, error = %reason, failures = work.failures, "transform stage failed");
-        let mut event = MonitorEvent::replicator_wide("replicator_error", &s.id, reason.clone());
-        event.attempt = Some(work.failures);
-        s.counters.emit(event);
+        s.counters.stalled(&reason, Some(work.failures));
         if work.failures <= s.policy.max_retries {
             let delay = work
                 .backoff
