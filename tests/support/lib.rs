@@ -1,7 +1,11 @@
 //! Test harness: runs the real `replicator` binary, a recording HTTP receiver, and
 //! connections to the PostgreSQL that `tests/run` started.
 //!
-//! Nothing here imitates a destination: the host talks to real servers on 127.0.0.1.
+//! Nothing here imitates a destination: the host talks to real servers on 127.0.0.1
+//! (PostgreSQL, the S3 server, moto's SQS, local HTTP receivers).
+
+pub mod load;
+pub mod sqs;
 
 use axum::Router;
 use axum::body::Bytes;

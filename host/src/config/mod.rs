@@ -132,6 +132,7 @@ impl Config {
             routes: vec![Route {
                 resource: ANY_RESOURCE.into(),
                 destination: ANY_RESOURCE.into(),
+                named: false,
                 actions: ActionSet::ALL,
                 transform: None,
             }],
@@ -422,6 +423,9 @@ fn replicator(
     let mut cs = Section::open(&merged, join(&path, "config"), problems)?.with_origins(origins);
     let driver_config = driver?.parse_options(&mut cs, &mut policy);
     cs.finish();
+    if let Some(c) = &driver_config {
+        c.check_routes(&routes, &resources_path, problems);
+    }
     Some(ReplicatorConfig {
         id,
         enabled,

@@ -23,6 +23,7 @@ pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems)
                         routes.push(Route {
                             resource: name.clone(),
                             destination: name.clone(),
+                            named: false,
                             actions: ActionSet::ALL,
                             transform: None,
                         })
@@ -83,16 +84,17 @@ fn destination(
     problems: &Problems,
     allow_bool: bool,
 ) -> Option<Route> {
-    let plain = |destination: &str| Route {
+    let plain = |destination: &str, named: bool| Route {
         resource: resource.to_string(),
         destination: destination.to_string(),
+        named,
         actions: ActionSet::ALL,
         transform: None,
     };
     match target {
-        Value::Bool(true) if allow_bool => Some(plain(resource)),
+        Value::Bool(true) if allow_bool => Some(plain(resource, false)),
         Value::Bool(false) if allow_bool => None,
-        Value::String(name) if !name.trim().is_empty() => Some(plain(name)),
+        Value::String(name) if !name.trim().is_empty() => Some(plain(name, true)),
         Value::Object(_) => {
             let mut s = Section::open(target, path.to_string(), problems)?;
             let mut name = None;
@@ -135,6 +137,7 @@ fn destination(
             s.finish();
             Some(Route {
                 resource: resource.to_string(),
+                named: name.is_some(),
                 destination: name.unwrap_or_else(|| resource.to_string()),
                 actions,
                 transform,

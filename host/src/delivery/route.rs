@@ -46,6 +46,9 @@ pub struct TransformRef {
 pub struct Route {
     pub resource: String,
     pub destination: String,
+    /// The entry named its destination (a string or one of the driver's destination keys);
+    /// otherwise `destination` is the resource's own name.
+    pub named: bool,
     pub actions: ActionSet,
     pub transform: Option<TransformRef>,
 }

@@ -5,6 +5,7 @@
 
 pub mod postgresql;
 pub mod s3db;
+pub mod sqs;
 pub mod util;
 pub mod wasm;
 pub mod webhook;
@@ -12,9 +13,9 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::DeliveryPolicy;
 pub use crate::delivery::{BatchOutcome, Delivery, DeliveryError, ErrorKind};
-use crate::options::Section;
+use crate::delivery::{DeliveryPolicy, Route};
+use crate::options::{Problems, Section};
 use crate::plugins::{PluginError, Runtime};
 
 /// A destination.
@@ -53,6 +54,8 @@ pub struct BuildContext<'a> {
     pub plugins: Option<&'a Arc<Runtime>>,
     /// The replicator's `timeout`: a Wasm driver's deadline per `replicate` call.
     pub attempt_timeout: Duration,
+    /// The replicator's routes (a queue driver looks up their queues at start).
+    pub routes: &'a [Route],
 }
 
 /// What each driver folder brings to the registry.
@@ -68,6 +71,15 @@ pub trait DriverSpec {
     /// Changes the replicator's delivery policy as the driver's options ask (s3db.js names
     /// some retry options per driver).
     fn adjust_delivery(_config: &Self::Config, _policy: &mut DeliveryPolicy) {}
+    /// Checks the routes against the options (a queue driver: every route has a queue), each
+    /// problem named under `resources_path`.
+    fn check_routes(
+        _config: &Self::Config,
+        _routes: &[Route],
+        _resources_path: &str,
+        _problems: &Problems,
+    ) {
+    }
     /// Whether the driver runs a Wasm component.
     fn needs_plugins(_config: &Self::Config) -> bool {
         false
@@ -81,7 +93,7 @@ pub trait DriverSpec {
 }
 
 /// Drivers that s3db.js names and this build does not have yet, to say so clearly.
-const NOT_YET: [&str; 2] = ["sqs", "bigquery"];
+const NOT_YET: [&str; 1] = ["bigquery"];
 
 /// The registry: one line per driver, `folder::Spec as Variant ["name", "alias"...]`. It makes
 /// [`DriverKind`], [`DriverConfig`] and every match over them, so none can miss a driver.
@@ -134,6 +146,10 @@ macro_rules! registry {
                 match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::needs_plugins(c)),+ }
             }
 
+            pub fn check_routes(&self, routes: &[Route], resources_path: &str, problems: &Problems) {
+                match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::check_routes(c, routes, resources_path, problems)),+ }
+            }
+
             pub fn describe(&self) -> String {
                 match self { $(DriverConfig::$variant(c) => <$folder::$spec as DriverSpec>::describe(c)),+ }
             }
@@ -150,6 +166,7 @@ macro_rules! registry {
 registry! {
     s3db::S3db as S3db ["s3db"],
     postgresql::Postgresql as Postgresql ["postgresql", "postgres"],
+    sqs::Sqs as Sqs ["sqs"],
     webhook::Webhook as Webhook ["webhook"],
     wasm::Wasm as Wasm ["wasm"],
 }

@@ -130,6 +130,7 @@ impl Pipeline {
                 let context = crate::drivers::BuildContext {
                     plugins: plugins.as_ref(),
                     attempt_timeout: r.delivery.timeout,
+                    routes: &r.routes,
                 };
                 let driver = r
                     .driver_config

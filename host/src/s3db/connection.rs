@@ -4,21 +4,13 @@
 
 use std::path::PathBuf;
 
+use crate::delivery::aws::{AwsAccess, AwsCredentials};
 use crate::redact::Secret;
 
 #[derive(Debug, Clone)]
 pub enum Location {
-    S3 {
-        /// `None` for AWS itself.
-        endpoint: Option<String>,
-        bucket: String,
-        region: String,
-        /// `None`: the default AWS credential chain.
-        credentials: Option<(String, Secret)>,
-    },
-    File {
-        dir: PathBuf,
-    },
+    S3 { bucket: String, access: AwsAccess },
+    File { dir: PathBuf },
 }
 
 #[derive(Debug, Clone)]
@@ -78,9 +70,11 @@ impl Connection {
             .unwrap_or_else(|| "us-east-1".into());
         let credentials = match (url.username(), url.password()) {
             ("", None) => None,
-            (user, Some(pass)) if !user.is_empty() => {
-                Some((decode(user), Secret::from(decode(pass))))
-            }
+            (user, Some(pass)) if !user.is_empty() => Some(AwsCredentials {
+                access_key_id: decode(user),
+                secret_access_key: Secret::from(decode(pass)),
+                session_token: None,
+            }),
             _ => {
                 return Err(format!(
                     "\"{shown}\": give both KEY and SECRET (KEY:SECRET@...), or neither"
@@ -96,10 +90,12 @@ impl Connection {
                     .ok_or_else(|| format!("\"{shown}\" names no bucket"))?;
                 (
                     Location::S3 {
-                        endpoint: None,
                         bucket: bucket.into(),
-                        region,
-                        credentials,
+                        access: AwsAccess {
+                            region,
+                            endpoint: None,
+                            credentials,
+                        },
                     },
                     clean_prefix(&segments),
                 )
@@ -116,10 +112,12 @@ impl Connection {
                 let prefix = clean_prefix(segments.get(1..).unwrap_or_default());
                 (
                     Location::S3 {
-                        endpoint: Some(endpoint),
                         bucket,
-                        region,
-                        credentials,
+                        access: AwsAccess {
+                            region,
+                            endpoint: Some(endpoint),
+                            credentials,
+                        },
                     },
                     prefix,
                 )
@@ -178,19 +176,12 @@ mod tests {
         )
         .unwrap();
         match &c.location {
-            Location::S3 {
-                endpoint,
-                bucket,
-                region,
-                credentials,
-            } => {
-                assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:8014"));
+            Location::S3 { bucket, access } => {
+                assert_eq!(access.endpoint.as_deref(), Some("http://127.0.0.1:8014"));
                 assert_eq!(bucket, "s3db");
-                assert_eq!(region, "eu-west-1");
-                assert_eq!(
-                    credentials.as_ref().unwrap().1.expose_secret(),
-                    "test+secret"
-                );
+                assert_eq!(access.region, "eu-west-1");
+                let credentials = access.credentials.as_ref().unwrap();
+                assert_eq!(credentials.secret_access_key.expose_secret(), "test+secret");
             }
             other => panic!("{other:?}"),
         }
@@ -199,7 +190,7 @@ mod tests {
         assert!(!c.shown.contains("secret"));
 
         let c = Connection::parse("s3://AK:SK@my-bucket/backups").unwrap();
-        assert!(matches!(c.location, Location::S3 { endpoint: None, .. }));
+        assert!(matches!(&c.location, Location::S3 { access, .. } if access.endpoint.is_none()));
         assert_eq!(c.prefix, "backups");
 
         let c = Connection::parse("file://./replicator-data/replica").unwrap();

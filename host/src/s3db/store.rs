@@ -2,7 +2,6 @@
 //! in s3db.js's FileSystemClient layout (body file plus a `.meta.json` sidecar).
 //! Every request is counted, so the cost per replicated event can be measured.
 
-use crate::redact::ExposeSecret;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use md5::{Digest, Md5};
@@ -78,31 +77,9 @@ impl Store {
     pub async fn open(conn: &Connection) -> Store {
         let backend = match &conn.location {
             Location::File { dir } => Backend::File { dir: dir.clone() },
-            Location::S3 {
-                endpoint,
-                bucket,
-                region,
-                credentials,
-            } => {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(region.clone()))
-                    // The pipeline retries, classifies and counts; the SDK makes one attempt.
-                    .retry_config(aws_config::retry::RetryConfig::disabled());
-                if let Some((key, secret)) = credentials {
-                    loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                        key,
-                        secret.expose_secret(),
-                        None,
-                        None,
-                        "connection-string",
-                    ));
-                }
-                if let Some(url) = endpoint {
-                    loader = loader.endpoint_url(url);
-                }
-                let shared = loader.load().await;
-                let config = aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(endpoint.is_some())
+            Location::S3 { bucket, access } => {
+                let config = aws_sdk_s3::config::Builder::from(&access.sdk_config().await)
+                    .force_path_style(access.endpoint.is_some())
                     .build();
                 Backend::S3 {
                     client: aws_sdk_s3::Client::from_conf(config),

@@ -42,10 +42,10 @@ pub fn parse(s: &mut Section) -> Option<S3dbConfig> {
     if let Some(p) = key_prefix {
         connection = connection.with_prefix(&p);
     }
-    if let (Some(r), crate::s3db::connection::Location::S3 { region, .. }) =
+    if let (Some(r), crate::s3db::connection::Location::S3 { access, .. }) =
         (region, &mut connection.location)
     {
-        *region = r;
+        access.region = r;
     }
     Some(S3dbConfig {
         connection,

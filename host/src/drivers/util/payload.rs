@@ -24,9 +24,15 @@ pub struct Payload<'a> {
 impl<'a> Payload<'a> {
     /// The payload of one delivery; `resource` is the route's destination name.
     pub fn of(d: &'a Delivery) -> Self {
+        Self::with_resource(d, d.destination())
+    }
+
+    /// The payload naming `resource` (queues name the record's own resource: the route's
+    /// destination is the queue).
+    pub fn with_resource(d: &'a Delivery, resource: &'a str) -> Self {
         let e = &d.event.event;
         Payload {
-            resource: d.destination(),
+            resource,
             action: e.action.as_str(),
             id: &e.id,
             sequence: d.event.sequence,

@@ -320,15 +320,21 @@ impl Worker {
             s.counters.stats.set_state(State::Failing);
             s.counters.stats.set_error(Some(error.message.clone()));
             self.report_waiting().await;
-            let wait = delays.next().unwrap_or(Duration::from_secs(30));
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                message = self.control.recv() => match message {
-                    Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
-                    // Found in the journal again once the destination answers.
-                    Some(Control::Redrive(_)) => {}
-                    Some(Control::Stop) | None => return false,
-                },
+            let retry_at = Instant::now() + delays.next().unwrap_or(Duration::from_secs(30));
+            // Backlog and lag keep growing while we wait: the metrics follow them each second.
+            let mut report = tokio::time::interval(Duration::from_secs(1));
+            report.reset();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(retry_at.into()) => break,
+                    _ = report.tick() => self.report_waiting().await,
+                    message = self.control.recv() => match message {
+                        Some(Control::Rewind { from, done }) => { self.rewind(from).await; let _ = done.send(()); }
+                        // Found in the journal again once the destination answers.
+                        Some(Control::Redrive(_)) => {}
+                        Some(Control::Stop) | None => return false,
+                    },
+                }
             }
         }
         s.counters.stats.initialised.store(true, Ordering::Relaxed);
@@ -841,6 +847,7 @@ mod tests {
             routes: vec![Route {
                 resource: "users".into(),
                 destination: "users".into(),
+                named: false,
                 actions: ActionSet::ALL,
                 transform: None,
             }],

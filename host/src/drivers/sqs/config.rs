@@ -1,0 +1,323 @@
+//! SQS options: s3db.js's names (`region`, `queueUrl`, `queues`, `defaultQueue`, `queueName`,
+//! `messageGroupId`, `deduplicationId`, `credentials`, `endpoint`) plus `messageGroupField`,
+//! `largePayloads` and `parallelism`.
+
+use std::collections::BTreeMap;
+
+use crate::delivery::Route;
+use crate::delivery::aws::AwsAccess;
+use crate::options::{Problems, Section, join};
+
+/// A queue as the config names it: by URL, or by name (resolved with GetQueueUrl).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueRef {
+    Url(String),
+    Name(String),
+}
+
+impl QueueRef {
+    /// A URL (`http(s)://...`) or a queue name: up to 80 letters, digits, `-` and `_`, with
+    /// `.fifo` at the end of FIFO queues.
+    pub fn parse(text: &str) -> Result<QueueRef, String> {
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return match url::Url::parse(text) {
+                Ok(u) if u.path().len() > 1 => Ok(QueueRef::Url(text.to_string())),
+                _ => Err(format!(
+                    "\"{}\" is not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)",
+                    crate::redact::url(text)
+                )),
+            };
+        }
+        let stem = text.strip_suffix(".fifo").unwrap_or(text);
+        if stem.is_empty()
+            || text.len() > 80
+            || !stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "\"{text}\" is neither a queue URL nor a queue name (up to 80 letters, digits, \
+                 '-' and '_', ending in .fifo for a FIFO queue)"
+            ));
+        }
+        Ok(QueueRef::Name(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for QueueRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueRef::Url(u) => f.write_str(&crate::redact::url(u)),
+            QueueRef::Name(n) => write!(f, "queue \"{n}\""),
+        }
+    }
+}
+
+/// The FIFO message group of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageGroup {
+    /// The record's key (`resource:id`): keys run in parallel, each in order. The default.
+    Key,
+    /// One group for everything (s3db.js's `messageGroupId`): one message in flight per queue.
+    Fixed(String),
+    /// A field of the record (`messageGroupField`), e.g. a tenant; the key when it is missing.
+    Field(String),
+}
+
+/// `largePayloads`: bodies over the queue's limit go to S3, the message carries a pointer.
+#[derive(Debug, Clone)]
+pub struct LargePayloads {
+    pub bucket: String,
+    /// Key prefix, ending in `/` when not empty.
+    pub prefix: String,
+    /// The driver's region and credentials; its own `endpoint` when given (for local servers).
+    pub access: AwsAccess,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub access: AwsAccess,
+    /// `queueUrl` or `queueName`: every resource without a queue of its own.
+    pub queue: Option<QueueRef>,
+    /// `queues`: resource -> queue.
+    pub queues: BTreeMap<String, QueueRef>,
+    /// `defaultQueue` (`defaultQueueUrl`, `defaultQueueName`): the last resort.
+    pub default_queue: Option<QueueRef>,
+    pub message_group: MessageGroup,
+    /// Send a deduplication id (`resource:id:sequence`) on FIFO queues.
+    pub deduplication: bool,
+    pub large_payloads: Option<LargePayloads>,
+    /// SendMessageBatch requests in flight at once for one batch.
+    pub parallelism: usize,
+}
+
+impl SqsConfig {
+    /// The queue of a route: the one its entry names, else `queues[resource]`, else
+    /// `queueUrl`/`queueName`, else `defaultQueue`.
+    pub fn queue_for(&self, route: &Route) -> Option<QueueRef> {
+        if route.named {
+            return QueueRef::parse(&route.destination).ok();
+        }
+        self.queues
+            .get(&route.resource)
+            .or(self.queue.as_ref())
+            .or(self.default_queue.as_ref())
+            .cloned()
+    }
+
+    /// Every route has a queue, and the queues the routes name are queues.
+    pub fn check_routes(&self, routes: &[Route], resources_path: &str, problems: &Problems) {
+        for route in routes {
+            let at = join(resources_path, &route.resource);
+            if route.named {
+                if let Err(e) = QueueRef::parse(&route.destination) {
+                    problems.add(at, e);
+                }
+            } else if self.queue_for(route).is_none() {
+                problems.add(
+                    at,
+                    format!(
+                        "no queue for resource \"{}\": name one here (queueUrl, queue or \
+                         queueName), or give queues.{}, queueUrl, queueName or defaultQueue",
+                        route.resource, route.resource
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn queue_ref(s: &mut Section, key: &str) -> Option<QueueRef> {
+    let text = s.string(key)?;
+    QueueRef::parse(&text).map_err(|e| s.problem(key, e)).ok()
+}
+
+/// The first of `keys` that is given; a second one is a conflict.
+fn one_queue_of(s: &mut Section, keys: &[&str]) -> Option<QueueRef> {
+    let mut found: Option<(QueueRef, &str)> = None;
+    for key in keys {
+        if let Some(q) = queue_ref(s, key) {
+            match &found {
+                Some((_, first)) => s.problem(key, format!("conflicts with {first}; give one")),
+                None => found = Some((q, key)),
+            }
+        }
+    }
+    found.map(|(q, _)| q)
+}
+
+pub fn parse(s: &mut Section) -> Option<SqsConfig> {
+    let access = AwsAccess::parse(s);
+    let queue = one_queue_of(s, &["queueUrl", "queueName"]);
+    let default_queue = one_queue_of(s, &["defaultQueue", "defaultQueueUrl", "defaultQueueName"]);
+    let mut queues = BTreeMap::new();
+    if let Some(mut q) = s.section("queues") {
+        let names: Vec<String> = q.unread().into_iter().cloned().collect();
+        for resource in names {
+            if let Some(r) = queue_ref(&mut q, &resource) {
+                queues.insert(resource, r);
+            }
+        }
+        q.finish();
+    }
+    let group_id = s.string("messageGroupId");
+    let group_field = s.string("messageGroupField");
+    let message_group = match (group_id, group_field) {
+        (Some(_), Some(_)) => {
+            s.problem(
+                "messageGroupField",
+                "conflicts with messageGroupId; give one",
+            );
+            MessageGroup::Key
+        }
+        (Some(id), None) => {
+            if let Some(problem) = id_problem(&id) {
+                s.problem("messageGroupId", problem);
+            }
+            MessageGroup::Fixed(id)
+        }
+        (None, Some(field)) if field.is_empty() => {
+            s.problem("messageGroupField", "must name a field of the record");
+            MessageGroup::Key
+        }
+        (None, Some(field)) => MessageGroup::Field(field),
+        (None, None) => MessageGroup::Key,
+    };
+    let deduplication = s.bool("deduplicationId").unwrap_or(true);
+    let large_payloads = s.section("largePayloads").and_then(|mut l| {
+        let bucket = l.required_string("bucket");
+        let prefix = l.string("prefix").unwrap_or_default();
+        let endpoint = l.string("endpoint");
+        l.finish();
+        let mut access = access.clone();
+        if endpoint.is_some() {
+            access.endpoint = endpoint;
+        }
+        let prefix = match prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        Some(LargePayloads {
+            bucket: bucket?,
+            prefix,
+            access,
+        })
+    });
+    let parallelism = s.u64_in("parallelism", 1, 256).unwrap_or(16) as usize;
+    Some(SqsConfig {
+        access,
+        queue,
+        queues,
+        default_queue,
+        message_group,
+        deduplication,
+        large_payloads,
+        parallelism,
+    })
+}
+
+/// What SQS refuses in a message group or deduplication id: 1-128 printable ASCII characters.
+pub fn id_problem(id: &str) -> Option<String> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| (33..=126).contains(&b));
+    (!ok).then(|| {
+        format!("\"{id}\" is not an SQS id: 1 to 128 printable ASCII characters, no spaces")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::ActionSet;
+    use serde_json::json;
+
+    fn parsed(v: serde_json::Value) -> (Option<SqsConfig>, Vec<String>) {
+        let problems = Problems::default();
+        let mut s = Section::open(&v, "config".into(), &problems).unwrap();
+        let c = parse(&mut s);
+        s.finish();
+        let p = problems
+            .into_vec()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (c, p)
+    }
+
+    fn route(resource: &str, destination: Option<&str>) -> Route {
+        Route {
+            resource: resource.into(),
+            destination: destination.unwrap_or(resource).into(),
+            named: destination.is_some(),
+            actions: ActionSet::ALL,
+            transform: None,
+        }
+    }
+
+    #[test]
+    fn queues_resolve_in_s3db_js_order() {
+        let (c, p) = parsed(json!({
+            "region": "eu-west-1",
+            "queues": {"orders": "https://sqs.eu-west-1.amazonaws.com/1/orders.fifo"},
+            "defaultQueue": "general",
+            "credentials": {"accessKeyId": "AK", "secretAccessKey": "SK"}
+        }));
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.unwrap();
+        assert_eq!(
+            c.queue_for(&route("orders", None)),
+            Some(QueueRef::Url(
+                "https://sqs.eu-west-1.amazonaws.com/1/orders.fifo".into()
+            ))
+        );
+        assert_eq!(
+            c.queue_for(&route("users", None)),
+            Some(QueueRef::Name("general".into()))
+        );
+        assert_eq!(
+            c.queue_for(&route("users", Some("people.fifo"))),
+            Some(QueueRef::Name("people.fifo".into()))
+        );
+        assert!(!format!("{c:?}").contains("SK"), "{c:?}");
+    }
+
+    #[test]
+    fn problems_are_named_with_their_path() {
+        let (_, p) = parsed(json!({
+            "queueUrl": "https://x/q", "queueName": "q",
+            "queues": {"users": "not a queue"},
+            "messageGroupId": "has space",
+            "credentials": {"accessKeyId": "AK"},
+            "endpoint": "localhost:4566"
+        }));
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("config.queueName: conflicts with queueUrl"))
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("config.queues.users: \"not a queue\""))
+        );
+        assert!(p.iter().any(|m| m.starts_with("config.messageGroupId: ")));
+        assert!(
+            p.iter()
+                .any(|m| m == "config.credentials.secretAccessKey: is required")
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("config.endpoint: must be an http"))
+        );
+
+        let (c, p) = parsed(json!({}));
+        assert!(p.is_empty());
+        let problems = Problems::default();
+        c.unwrap()
+            .check_routes(&[route("users", None)], "resources", &problems);
+        let p = problems.into_vec();
+        assert!(
+            p[0].to_string()
+                .starts_with("resources.users: no queue for resource \"users\""),
+            "{p:?}"
+        );
+    }
+}
