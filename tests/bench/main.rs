@@ -1,4 +1,5 @@
-//! End-to-end benchmark of the host against the real PostgreSQL and an HTTP receiver.
+//! End-to-end benchmark of the host against the real PostgreSQL, the S3 server, an SQS server
+//! (fauxqs) and an HTTP receiver.
 //! Prints figures; asserts nothing. Run it with `tests/bench` (which starts PostgreSQL and
 //! uses a release build of the host).
 
@@ -112,6 +113,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// User plus system CPU time of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // Linux reports in USER_HZ, 100 on every mainstream architecture.
+    ticks / 100.0
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -131,7 +142,7 @@ async fn main() {
             .unwrap_or(0)
     );
 
-    // BENCH_ONLY=intake,postgres,latency,s3db,transform,backlog runs a subset.
+    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,backlog runs a subset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
 
@@ -361,7 +372,45 @@ async fn main() {
         );
     }
 
-    // 6. Memory with a backlog of 1,000,000 events while the destination is down.
+    // 6. Into SQS (the fastest local server, fauxqs, started by tests/bench.sh): a FIFO queue
+    // grouped by key and a standard queue; requests per event and host CPU per event.
+    if run("sqs") {
+        let sqs = replicator_tests::sqs::Sqs::connect().await;
+        for (label, name) in [("FIFO", "bench.fifo"), ("standard", "bench")] {
+            // By name: fauxqs answers with URLs whose host does not parse.
+            let name = replicator_tests::sqs::unique(name);
+            let url = sqs.create_queue(&name, &[]).await;
+            let host = Host::start(&format!(
+                "replicators:\n  - id: sqs\n    driver: sqs\n    resources: [users]\n    config: {{endpoint: \"{}\", queueName: \"{name}\", credentials: {{accessKeyId: test, secretAccessKey: test}}}}\n",
+                sqs.endpoint
+            ))
+            .await;
+            host.drained("sqs").await;
+            let total = 20_000u64;
+            let pid = host.pid().unwrap();
+            let cpu_before = cpu_seconds(pid);
+            let start = Instant::now();
+            post_all(&host, total, 100, 4).await;
+            host.drained("sqs").await;
+            let elapsed = start.elapsed();
+            let cpu = cpu_seconds(pid) - cpu_before;
+            let requests = metric(
+                &host,
+                "replicator_destination_requests_total{replicator=\"sqs\"}",
+            )
+            .await;
+            let held = sqs.approximate_messages(&url).await;
+            println!(
+                "into SQS ({label:<8}) {:>8.0} events/s ({total} inserts in {:.2} s), {:.3} requests per event, host CPU {:.0} µs per event (intake included); the queue holds {held}",
+                total as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64(),
+                requests / total as f64,
+                cpu * 1e6 / total as f64
+            );
+        }
+    }
+
+    // 7. Memory with a backlog of 1,000,000 events while the destination is down.
     if run("backlog") {
         let port = free_port(); // nothing listens there
         let host = Host::start(&format!(

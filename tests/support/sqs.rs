@@ -97,6 +97,21 @@ impl Sqs {
             .unwrap();
     }
 
+    /// How many messages the queue holds, as SQS counts them.
+    pub async fn approximate_messages(&self, url: &str) -> u64 {
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        answer.attributes.unwrap_or_default()[&QueueAttributeName::ApproximateNumberOfMessages]
+            .parse()
+            .unwrap()
+    }
+
     /// Receives (and deletes) messages until `expected` arrived, or nothing more came for
     /// `idle`; in the order SQS handed them out.
     pub async fn receive(&self, url: &str, expected: usize, idle: Duration) -> Vec<Received> {

@@ -127,35 +127,56 @@ impl SqsConfig {
     }
 }
 
-fn queue_ref(s: &mut Section, key: &str) -> Option<QueueRef> {
-    let text = s.string(key)?;
-    QueueRef::parse(&text).map_err(|e| s.problem(key, e)).ok()
+/// The queue at `key`: `Ok(None)` when absent, `Err` (reported) when it names no queue.
+fn queue_ref(s: &mut Section, key: &str) -> Result<Option<QueueRef>, ()> {
+    let Some(text) = s.string(key) else {
+        return Ok(None);
+    };
+    match QueueRef::parse(&text) {
+        Ok(q) => Ok(Some(q)),
+        Err(e) => {
+            s.problem(key, e);
+            Err(())
+        }
+    }
 }
 
 /// The first of `keys` that is given; a second one is a conflict.
-fn one_queue_of(s: &mut Section, keys: &[&str]) -> Option<QueueRef> {
+fn one_queue_of(s: &mut Section, keys: &[&str]) -> Result<Option<QueueRef>, ()> {
     let mut found: Option<(QueueRef, &str)> = None;
+    let mut invalid = false;
     for key in keys {
-        if let Some(q) = queue_ref(s, key) {
-            match &found {
+        match queue_ref(s, key) {
+            Ok(Some(q)) => match &found {
                 Some((_, first)) => s.problem(key, format!("conflicts with {first}; give one")),
                 None => found = Some((q, key)),
-            }
+            },
+            Ok(None) => {}
+            Err(()) => invalid = true,
         }
     }
-    found.map(|(q, _)| q)
+    if invalid {
+        return Err(());
+    }
+    Ok(found.map(|(q, _)| q))
 }
 
 pub fn parse(s: &mut Section) -> Option<SqsConfig> {
     let access = AwsAccess::parse(s);
+    // A queue option that names no queue makes the config invalid here, so that no route is
+    // reported as lacking the queue it was meant to have.
     let queue = one_queue_of(s, &["queueUrl", "queueName"]);
     let default_queue = one_queue_of(s, &["defaultQueue", "defaultQueueUrl", "defaultQueueName"]);
-    let mut queues = BTreeMap::new();
+    let mut queues = Ok(BTreeMap::new());
     if let Some(mut q) = s.section("queues") {
         let names: Vec<String> = q.unread().into_iter().cloned().collect();
         for resource in names {
-            if let Some(r) = queue_ref(&mut q, &resource) {
-                queues.insert(resource, r);
+            match (queue_ref(&mut q, &resource), &mut queues) {
+                (Ok(Some(r)), Ok(map)) => {
+                    map.insert(resource, r);
+                }
+                (Err(()), _) => queues = Err(()),
+                _ => {}
             }
         }
         q.finish();
@@ -206,9 +227,9 @@ pub fn parse(s: &mut Section) -> Option<SqsConfig> {
     let parallelism = s.u64_in("parallelism", 1, 256).unwrap_or(16) as usize;
     Some(SqsConfig {
         access,
-        queue,
-        queues,
-        default_queue,
+        queue: queue.ok()?,
+        queues: queues.ok()?,
+        default_queue: default_queue.ok()?,
         message_group,
         deduplication,
         large_payloads,
