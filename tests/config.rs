@@ -94,6 +94,9 @@ replicators:
     resources: {users: {transform: ./strip.wasm}}
     config: {url: "http://127.0.0.1/x"}
   - driver: sqs
+    resources: {users: true, orders: {queueUrl: "sqs/orders"}}
+    config: {messageGroupId: "has space", credentials: {accessKeyId: AK}}
+  - driver: bigquery
     resources: [users]
 "#,
         &[],
@@ -108,7 +111,11 @@ replicators:
         "replicators[0].config.timeout: invalid duration \"soon\"",
         "replicators[1].config.connectionString: environment variable MISSING is not set",
         "replicators[2].resources.users.transform: no component file ./strip.wasm",
-        "replicators[3].driver: driver \"sqs\" is not available in this build yet",
+        "replicators[3].config.messageGroupId: \"has space\" is not an SQS id",
+        "replicators[3].config.credentials.secretAccessKey: is required",
+        "replicators[3].resources.users: no queue for resource \"users\"",
+        "replicators[3].resources.orders: \"sqs/orders\" is neither a queue URL nor a queue name",
+        "replicators[4].driver: driver \"bigquery\" is not available in this build yet",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

@@ -35,7 +35,14 @@ async fn fifo_keeps_each_key_in_order_and_delivers_every_update() {
     let queue = sqs.create_queue(&unique("orders.fifo"), &[]).await;
     let config = format!(
         "replicators:\n{}",
-        sqs_replicator(&sqs, "q", "[items]", &format!("      queueUrl: {queue}\n"))
+        sqs_replicator(
+            &sqs,
+            "q",
+            "[items]",
+            &format!(
+                "      queueUrl: {queue}\n      messageAttributes: {{source: {{DataType: String, StringValue: production-db}}}}\n"
+            )
+        )
     );
     let host = Host::start(&config).await;
 
@@ -99,6 +106,7 @@ async fn fifo_keeps_each_key_in_order_and_delivers_every_update() {
     assert_eq!(m.attributes["action"], "update");
     assert_eq!(m.attributes["id"], id);
     assert_eq!(m.attributes["sequence"], sequence.to_string());
+    assert_eq!(m.attributes["source"], "production-db");
     assert_eq!(m.body["resource"], "items");
     assert_eq!(m.body["action"], "update");
     assert_eq!(m.body["data"]["id"], id.as_str());

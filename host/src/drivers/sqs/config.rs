@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::message::{Attribute, MAX_ATTRIBUTES, RECORD_ATTRIBUTES};
 use crate::delivery::Route;
 use crate::delivery::aws::AwsAccess;
 use crate::options::{Problems, Section, join};
@@ -87,6 +88,8 @@ pub struct SqsConfig {
     /// Send a deduplication id (`resource:id:sequence`) on FIFO queues.
     pub deduplication: bool,
     pub large_payloads: Option<LargePayloads>,
+    /// `messageAttributes`: added to every message.
+    pub message_attributes: Vec<Attribute>,
     /// SendMessageBatch requests in flight at once for one batch.
     pub parallelism: usize,
 }
@@ -224,6 +227,10 @@ pub fn parse(s: &mut Section) -> Option<SqsConfig> {
             access,
         })
     });
+    let message_attributes = s
+        .section("messageAttributes")
+        .map(|a| message_attributes(a))
+        .unwrap_or_default();
     let parallelism = s.u64_in("parallelism", 1, 256).unwrap_or(16) as usize;
     Some(SqsConfig {
         access,
@@ -233,8 +240,58 @@ pub fn parse(s: &mut Section) -> Option<SqsConfig> {
         message_group,
         deduplication,
         large_payloads,
+        message_attributes,
         parallelism,
     })
+}
+
+/// s3db.js's `messageAttributes`: `{name: {DataType, StringValue}}`, or `{name: "text"}`.
+fn message_attributes(mut s: Section) -> Vec<Attribute> {
+    let names: Vec<String> = s.unread().into_iter().cloned().collect();
+    let room = MAX_ATTRIBUTES - RECORD_ATTRIBUTES.len() - 1;
+    if names.len() > room {
+        s.problems().add(
+            s.path(),
+            format!(
+                "at most {room} attributes: SQS takes {MAX_ATTRIBUTES} per message, and every \
+                 message carries {} (and ExtendedPayloadSize when its body is in S3)",
+                RECORD_ATTRIBUTES.join(", ")
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        if RECORD_ATTRIBUTES.contains(&name.as_str()) {
+            s.problem(&name, "is an attribute every message already carries");
+        }
+        let attribute = match s.value(&name) {
+            Some(serde_json::Value::String(text)) => Some(Attribute {
+                name: name.clone(),
+                data_type: "String".into(),
+                value: text.clone(),
+            }),
+            Some(serde_json::Value::Object(_)) => s.section(&name).and_then(|mut a| {
+                let data_type = a.string("DataType").unwrap_or_else(|| "String".into());
+                let value = a.required_string("StringValue");
+                if !(data_type.starts_with("String") || data_type.starts_with("Number")) {
+                    a.problem("DataType", format!("must be String or Number (optionally with a .suffix), found \"{data_type}\""));
+                }
+                a.finish();
+                Some(Attribute {
+                    name: name.clone(),
+                    data_type,
+                    value: value?,
+                })
+            }),
+            _ => {
+                s.problem(&name, "must be a string or {DataType, StringValue}");
+                None
+            }
+        };
+        out.extend(attribute);
+    }
+    s.finish();
+    out
 }
 
 /// What SQS refuses in a message group or deduplication id: 1-128 printable ASCII characters.
@@ -299,6 +356,34 @@ mod tests {
             Some(QueueRef::Name("people.fifo".into()))
         );
         assert!(!format!("{c:?}").contains("SK"), "{c:?}");
+    }
+
+    /// The reference docs' "Advanced Configuration", as pasted.
+    #[test]
+    fn the_reference_docs_advanced_config_is_taken() {
+        let (c, p) = parsed(json!({
+            "region": "us-east-1",
+            "credentials": {"accessKeyId": "AK", "secretAccessKey": "SK"},
+            "queues": {
+                "orders": "https://sqs.us-east-1.amazonaws.com/123456789012/order-events.fifo",
+                "users": "https://sqs.us-east-1.amazonaws.com/123456789012/user-events.fifo"
+            },
+            "defaultQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/general-events.fifo",
+            "messageGroupId": "s3db-replicator",
+            "deduplicationId": true,
+            "messageAttributes": {
+                "source": {"StringValue": "production-db", "DataType": "String"},
+                "version": {"StringValue": "1.0", "DataType": "String"}
+            }
+        }));
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.unwrap();
+        assert_eq!(
+            c.message_group,
+            MessageGroup::Fixed("s3db-replicator".into())
+        );
+        assert_eq!(c.message_attributes.len(), 2);
+        assert_eq!(c.message_attributes[0].value, "production-db");
     }
 
     #[test]

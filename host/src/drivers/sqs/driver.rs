@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
@@ -215,6 +216,7 @@ impl SqsDriver {
             fifo: queue.fifo,
             group: &self.config.message_group,
             deduplication: self.config.deduplication,
+            extra_attributes: &self.config.message_attributes,
         };
         let message = Message::of(d, &shape);
         let size = message.size();
@@ -288,39 +290,7 @@ impl SqsDriver {
                     .collect();
             }
         };
-        let mut verdicts: HashMap<&str, Result<(), DeliveryError>> = HashMap::new();
-        for ok in &answer.successful {
-            verdicts.insert(ok.id(), Ok(()));
-        }
-        for failed in &answer.failed {
-            // A sender fault fails the same way again: that record's permanent error.
-            let kind = if failed.sender_fault() {
-                ErrorKind::Permanent
-            } else {
-                ErrorKind::Transient
-            };
-            let message = format!(
-                "{} refused the message: {}: {}",
-                queue.shown,
-                failed.code(),
-                failed.message().unwrap_or("no message")
-            );
-            verdicts.insert(failed.id(), Err(DeliveryError::new(kind, message)));
-        }
-        entries
-            .iter()
-            .map(|e| {
-                let verdict = verdicts
-                    .remove(e.index.to_string().as_str())
-                    .unwrap_or_else(|| {
-                        Err(DeliveryError::transient(format!(
-                            "SendMessageBatch {}: the answer does not mention this message",
-                            queue.shown
-                        )))
-                    });
-                (e.index, verdict)
-            })
-            .collect()
+        verdicts(entries, &answer, &queue.shown)
     }
 
     /// A batch request; one SQS refuses as a whole (not per entry) is sent again one entry
@@ -392,6 +362,42 @@ impl SqsDriver {
     }
 }
 
+/// Each entry's verdict from SendMessageBatch's answer: successful; failed, where SQS's sender
+/// faults fail the same way again (that record's permanent error) and the rest are worth
+/// another attempt; or not mentioned at all (another attempt).
+fn verdicts(entries: &[Entry], answer: &SendMessageBatchOutput, shown: &str) -> Vec<EntryResult> {
+    let mut by_id: HashMap<&str, Result<(), DeliveryError>> = HashMap::new();
+    for ok in &answer.successful {
+        by_id.insert(ok.id(), Ok(()));
+    }
+    for failed in &answer.failed {
+        let kind = if failed.sender_fault() {
+            ErrorKind::Permanent
+        } else {
+            ErrorKind::Transient
+        };
+        let message = format!(
+            "{shown} refused the message: {}: {}",
+            failed.code(),
+            failed.message().unwrap_or("no message")
+        );
+        by_id.insert(failed.id(), Err(DeliveryError::new(kind, message)));
+    }
+    entries
+        .iter()
+        .map(|e| {
+            let verdict = by_id
+                .remove(e.index.to_string().as_str())
+                .unwrap_or_else(|| {
+                    Err(DeliveryError::transient(format!(
+                        "SendMessageBatch {shown}: the answer does not mention this message"
+                    )))
+                });
+            (e.index, verdict)
+        })
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl Driver for SqsDriver {
     /// Looks up every queue the routes use: a missing one keeps the replicator waiting (and
@@ -437,5 +443,64 @@ impl Driver for SqsDriver {
 
     fn requests_made(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+
+    fn entry(index: usize) -> Entry {
+        Entry {
+            index,
+            message: Message::default(),
+        }
+    }
+
+    #[test]
+    fn each_entry_gets_its_own_verdict() {
+        let ok = |id: &str| {
+            SendMessageBatchResultEntry::builder()
+                .id(id)
+                .message_id("m")
+                .md5_of_message_body("x")
+                .build()
+                .unwrap()
+        };
+        let failed = |id: &str, sender_fault: bool, code: &str| {
+            BatchResultErrorEntry::builder()
+                .id(id)
+                .sender_fault(sender_fault)
+                .code(code)
+                .message("why")
+                .build()
+                .unwrap()
+        };
+        let answer = SendMessageBatchOutput::builder()
+            .successful(ok("3"))
+            .failed(failed("5", true, "InvalidParameterValue"))
+            .failed(failed("7", false, "InternalError"))
+            .build()
+            .unwrap();
+        let entries = [entry(3), entry(5), entry(7), entry(9)];
+        let results = verdicts(&entries, &answer, "queue \"q\"");
+        let kinds: Vec<_> = results
+            .iter()
+            .map(|(i, r)| (*i, r.as_ref().err().map(|e| e.kind)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (3, None),
+                (5, Some(ErrorKind::Permanent)),
+                (7, Some(ErrorKind::Transient)),
+                (9, Some(ErrorKind::Transient))
+            ]
+        );
+        assert_eq!(
+            results[1].1.as_ref().unwrap_err().message,
+            "queue \"q\" refused the message: InvalidParameterValue: why"
+        );
     }
 }

@@ -14,16 +14,32 @@ use crate::drivers::util::payload::Payload;
 const POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
 const EXTENDED_SIZE_ATTRIBUTE: &str = "ExtendedPayloadSize";
 
-#[derive(Debug, Clone)]
-struct Attribute {
-    name: &'static str,
-    /// `String` or `Number`.
-    data_type: &'static str,
-    value: String,
+/// A message attribute (`DataType` `String` or `Number`, or a custom type such as
+/// `String.tenant`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub data_type: String,
+    pub value: String,
 }
 
+impl Attribute {
+    fn new(name: &str, data_type: &str, value: String) -> Attribute {
+        Attribute {
+            name: name.to_string(),
+            data_type: data_type.to_string(),
+            value,
+        }
+    }
+}
+
+/// The attributes every message carries; `messageAttributes` may not reuse their names.
+pub const RECORD_ATTRIBUTES: [&str; 4] = ["resource", "action", "id", "sequence"];
+/// SQS takes at most this many attributes per message (one is kept for the pointer's size).
+pub const MAX_ATTRIBUTES: usize = 10;
+
 /// A message ready to be put into a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Message {
     pub body: String,
     attributes: Vec<Attribute>,
@@ -37,6 +53,8 @@ pub struct Shape<'a> {
     pub fifo: bool,
     pub group: &'a MessageGroup,
     pub deduplication: bool,
+    /// `messageAttributes`: the same on every message.
+    pub extra_attributes: &'a [Attribute],
 }
 
 impl Message {
@@ -45,21 +63,14 @@ impl Message {
         // The route's destination names the queue; the body names the record's resource.
         let payload = Payload::with_resource(d, &e.resource);
         let body = serde_json::to_string(&payload).expect("payloads serialize");
-        let text = |name, value: &str| Attribute {
-            name,
-            data_type: "String",
-            value: value.to_string(),
-        };
-        let attributes = vec![
-            text("resource", &e.resource),
-            text("action", e.action.as_str()),
-            text("id", &e.id),
-            Attribute {
-                name: "sequence",
-                data_type: "Number",
-                value: d.event.sequence.to_string(),
-            },
+        let [resource, action, id, sequence] = RECORD_ATTRIBUTES;
+        let mut attributes = vec![
+            Attribute::new(resource, "String", e.resource.clone()),
+            Attribute::new(action, "String", e.action.as_str().to_string()),
+            Attribute::new(id, "String", e.id.clone()),
+            Attribute::new(sequence, "Number", d.event.sequence.to_string()),
         ];
+        attributes.extend_from_slice(shape.extra_attributes);
         let key = format!("{}:{}", e.resource, e.id);
         let group_id = shape.fifo.then(|| match shape.group {
             MessageGroup::Key => sqs_id(key.clone()),
@@ -104,11 +115,11 @@ impl Message {
         let size = self.body.len();
         self.body =
             serde_json::json!([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]).to_string();
-        self.attributes.push(Attribute {
-            name: EXTENDED_SIZE_ATTRIBUTE,
-            data_type: "Number",
-            value: size.to_string(),
-        });
+        self.attributes.push(Attribute::new(
+            EXTENDED_SIZE_ATTRIBUTE,
+            "Number",
+            size.to_string(),
+        ));
         self
     }
 
@@ -120,9 +131,9 @@ impl Message {
             .set_message_deduplication_id(self.deduplication_id.clone());
         for a in &self.attributes {
             entry = entry.message_attributes(
-                a.name,
+                &a.name,
                 MessageAttributeValue::builder()
-                    .data_type(a.data_type)
+                    .data_type(&a.data_type)
                     .string_value(&a.value)
                     .build()
                     .expect("data type is set"),
@@ -177,10 +188,12 @@ mod tests {
     #[test]
     fn fifo_messages_group_by_key_and_deduplicate_by_sequence() {
         let d = delivery("users", "u1", 7);
+        let extra = [Attribute::new("source", "String", "prod".into())];
         let shape = Shape {
             fifo: true,
             group: &MessageGroup::Key,
             deduplication: true,
+            extra_attributes: &extra,
         };
         let m = Message::of(&d, &shape);
         assert_eq!(m.group_id.as_deref(), Some("users:u1"));
@@ -188,8 +201,8 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
         assert_eq!(body["resource"], "users");
         assert_eq!(body["sequence"], 7);
-        let names: Vec<_> = m.attributes.iter().map(|a| a.name).collect();
-        assert_eq!(names, ["resource", "action", "id", "sequence"]);
+        let names: Vec<_> = m.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["resource", "action", "id", "sequence", "source"]);
         assert_eq!(
             m.size(),
             m.body.len()
@@ -197,6 +210,7 @@ mod tests {
                 + "actionStringinsert".len()
                 + "idStringu1".len()
                 + "sequenceNumber7".len()
+                + "sourceStringprod".len()
         );
 
         let by_tenant = Message::of(
@@ -234,6 +248,7 @@ mod tests {
             fifo: false,
             group: &MessageGroup::Key,
             deduplication: true,
+            extra_attributes: &[],
         };
         let m = Message::of(&d, &shape);
         let size = m.body.len();
