@@ -97,7 +97,8 @@ replicators:
     resources: {users: true, orders: {queueUrl: "sqs/orders"}}
     config: {messageGroupId: "has space", credentials: {accessKeyId: AK}}
   - driver: bigquery
-    resources: [users]
+    resources: {users: {table: user-rows, mutability: sometimes}}
+    config: {projectId: p, datasetId: analytics, mutability: always}
 "#,
         &[],
     );
@@ -115,7 +116,9 @@ replicators:
         "replicators[3].config.credentials.secretAccessKey: is required",
         "replicators[3].resources.users: no queue for resource \"users\"",
         "replicators[3].resources.orders: \"sqs/orders\" is neither a queue URL nor a queue name",
-        "replicators[4].driver: driver \"bigquery\" is not available in this build yet",
+        "replicators[4].config.mutability: unknown value \"always\"",
+        "replicators[4].resources.users.mutability: unknown value \"sometimes\"",
+        "replicators[4].resources.users: \"user-rows\" is not a BigQuery table name",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

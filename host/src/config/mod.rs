@@ -135,6 +135,7 @@ impl Config {
                 named: false,
                 actions: ActionSet::ALL,
                 transform: None,
+                options: Default::default(),
             }],
             delivery: DeliveryPolicy::default(),
             driver_config: DriverConfig::S3db(S3dbConfig {
@@ -470,7 +471,7 @@ replicators:
             "replicators[0].config.method: unknown value \"GET\" (expected POST, PUT, PATCH)",
             "replicators[1].config.connectionString: is required",
             "replicators[1].connectionstring: unknown option \"connectionstring\" (did you mean \"connectionString\"?)",
-            "replicators[2].driver: unknown driver \"mongo\" (expected s3db, postgresql, sqs, webhook, wasm)",
+            "replicators[2].driver: unknown driver \"mongo\" (expected s3db, postgresql, sqs, bigquery, webhook, wasm)",
         ];
         for e in expected {
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");

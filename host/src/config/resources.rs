@@ -26,6 +26,7 @@ pub fn parse(value: &Value, path: &str, driver: DriverKind, problems: &Problems)
                             named: false,
                             actions: ActionSet::ALL,
                             transform: None,
+                            options: Default::default(),
                         })
                     }
                     other => problems.add(
@@ -90,6 +91,7 @@ fn destination(
         named,
         actions: ActionSet::ALL,
         transform: None,
+        options: Default::default(),
     };
     match target {
         Value::Bool(true) if allow_bool => Some(plain(resource, false)),
@@ -122,6 +124,12 @@ fn destination(
             let transform = s
                 .value("transform")
                 .and_then(|v| transform(v, &s.path_of("transform"), problems));
+            let mut options = serde_json::Map::new();
+            for key in driver.route_options() {
+                if let Some(v) = s.value(key) {
+                    options.insert(key.to_string(), v.clone());
+                }
+            }
             for key in s.unread() {
                 if ALL_NAME_KEYS.contains(&key.as_str()) {
                     s.problem(
@@ -141,6 +149,7 @@ fn destination(
                 destination: name.unwrap_or_else(|| resource.to_string()),
                 actions,
                 transform,
+                options,
             })
         }
         other => {

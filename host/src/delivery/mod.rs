@@ -13,6 +13,15 @@ use crate::event::StoredEvent;
 pub use policy::{Backoff, DeliveryPolicy, RetryStrategy, for_outage, for_retries};
 pub use route::{ANY_RESOURCE, ActionSet, Route, TransformRef};
 
+/// Where a driver's own background work (BigQuery's MERGE of staged changes) reports, so the
+/// replicator's status, metrics and stream show its failures as they show a stalled delivery.
+pub trait BackgroundReport: Send + Sync {
+    /// The work failed and will be tried again.
+    fn failed(&self, error: &str);
+    /// It works again.
+    fn recovered(&self);
+}
+
 /// How the pipeline should treat a failed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

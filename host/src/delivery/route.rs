@@ -51,4 +51,7 @@ pub struct Route {
     pub named: bool,
     pub actions: ActionSet,
     pub transform: Option<TransformRef>,
+    /// The driver's own keys of the entry (BigQuery's `mutability`, `tableOptions`), checked
+    /// by the driver.
+    pub options: serde_json::Map<String, Value>,
 }

@@ -3,6 +3,7 @@
 //! written) and is registered by one line in [`registry!`]. Drivers only write; batching,
 //! ordering, retries and dead-lettering live in the pipeline. How to add one: docs/drivers.md.
 
+pub mod bigquery;
 pub mod postgresql;
 pub mod s3db;
 pub mod sqs;
@@ -11,7 +12,6 @@ pub mod wasm;
 pub mod webhook;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use crate::delivery::{BatchOutcome, Delivery, DeliveryError, ErrorKind};
 use crate::delivery::{DeliveryPolicy, Route};
@@ -52,10 +52,13 @@ pub trait Driver: Send + Sync {
 pub struct BuildContext<'a> {
     /// The Wasm runtime, when a replicator needs one.
     pub plugins: Option<&'a Arc<Runtime>>,
-    /// The replicator's `timeout`: a Wasm driver's deadline per `replicate` call.
-    pub attempt_timeout: Duration,
+    /// The replicator's delivery policy (its `timeout` is a Wasm driver's deadline per
+    /// `replicate` call; BigQuery's merger backs off by it).
+    pub policy: &'a DeliveryPolicy,
     /// The replicator's routes (a queue driver looks up their queues at start).
     pub routes: &'a [Route],
+    /// Where background work (BigQuery's MERGE) reports its failures.
+    pub report: Arc<dyn crate::delivery::BackgroundReport>,
 }
 
 /// What each driver folder brings to the registry.
@@ -65,6 +68,9 @@ pub trait DriverSpec {
     type Config: Clone + std::fmt::Debug + Send + Sync;
     /// Keys of a `resources` entry that name this driver's destination, in preference order.
     const DESTINATION_KEYS: &'static [&'static str] = &["resource"];
+    /// The driver's own keys of a `resources` entry; they reach it in [`Route::options`] and
+    /// are checked in [`DriverSpec::check_routes`].
+    const ROUTE_OPTIONS: &'static [&'static str] = &[];
     /// Reads the driver's options (`config` merged with the replicator's other keys), each
     /// problem named with its key path.
     fn parse(options: &mut Section) -> Option<Self::Config>;
@@ -91,9 +97,6 @@ pub trait DriverSpec {
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Driver>, PluginError>;
 }
-
-/// Drivers that s3db.js names and this build does not have yet, to say so clearly.
-const NOT_YET: [&str; 1] = ["bigquery"];
 
 /// The registry: one line per driver, `folder::Spec as Variant ["name", "alias"...]`. It makes
 /// [`DriverKind`], [`DriverConfig`] and every match over them, so none can miss a driver.
@@ -123,6 +126,10 @@ macro_rules! registry {
 
             pub fn destination_keys(self) -> &'static [&'static str] {
                 match self { $(DriverKind::$variant => <$folder::$spec as DriverSpec>::DESTINATION_KEYS),+ }
+            }
+
+            pub fn route_options(self) -> &'static [&'static str] {
+                match self { $(DriverKind::$variant => <$folder::$spec as DriverSpec>::ROUTE_OPTIONS),+ }
             }
 
             /// Reads the options of a driver of this kind and adjusts the delivery policy.
@@ -167,6 +174,7 @@ registry! {
     s3db::S3db as S3db ["s3db"],
     postgresql::Postgresql as Postgresql ["postgresql", "postgres"],
     sqs::Sqs as Sqs ["sqs"],
+    bigquery::BigQuery as BigQuery ["bigquery"],
     webhook::Webhook as Webhook ["webhook"],
     wasm::Wasm as Wasm ["wasm"],
 }
@@ -174,15 +182,8 @@ registry! {
 /// Why a driver name is refused, naming what is available.
 pub fn unknown_driver(name: &str) -> String {
     let available: Vec<&str> = DriverKind::ALL.iter().map(|k| k.name()).collect();
-    if NOT_YET.contains(&name) {
-        format!(
-            "driver \"{name}\" is not available in this build yet (available: {})",
-            available.join(", ")
-        )
-    } else {
-        format!(
-            "unknown driver \"{name}\" (expected {})",
-            available.join(", ")
-        )
-    }
+    format!(
+        "unknown driver \"{name}\" (expected {})",
+        available.join(", ")
+    )
 }

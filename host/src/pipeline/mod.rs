@@ -129,8 +129,13 @@ impl Pipeline {
                 }
                 let context = crate::drivers::BuildContext {
                     plugins: plugins.as_ref(),
-                    attempt_timeout: r.delivery.timeout,
+                    policy: &r.delivery,
                     routes: &r.routes,
+                    report: Arc::new(ReplicatorCounters::new(
+                        &r.id,
+                        stats.clone(),
+                        telemetry.clone(),
+                    )),
                 };
                 let driver = r
                     .driver_config

@@ -212,6 +212,9 @@ pub struct ReplicatorStats {
     pub initialised: AtomicBool,
     pub state: Mutex<State>,
     pub last_error: Mutex<Option<String>>,
+    /// The driver's background work is failing (it shows until it recovers, whatever the
+    /// deliveries do meanwhile).
+    pub background_error: Mutex<Option<String>>,
 }
 
 impl ReplicatorStats {
@@ -226,6 +229,7 @@ impl ReplicatorStats {
             initialised: AtomicBool::new(false),
             state: Mutex::new(state),
             last_error: Mutex::new(None),
+            background_error: Mutex::new(None),
         }
     }
 
@@ -234,7 +238,14 @@ impl ReplicatorStats {
     }
 
     pub fn state(&self) -> State {
+        if self.background_error().is_some() {
+            return State::Failing;
+        }
         *self.state.lock().expect("state lock")
+    }
+
+    fn background_error(&self) -> Option<String> {
+        self.background_error.lock().expect("error lock").clone()
     }
 
     pub fn set_error(&self, error: Option<String>) {
@@ -242,7 +253,8 @@ impl ReplicatorStats {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().expect("error lock").clone()
+        self.background_error()
+            .or_else(|| self.last_error.lock().expect("error lock").clone())
     }
 
     pub fn cursor(&self) -> u64 {
@@ -385,6 +397,17 @@ impl ReplicatorCounters {
 
     pub fn verbose(&self) -> bool {
         self.telemetry.verbose
+    }
+}
+
+impl crate::delivery::BackgroundReport for ReplicatorCounters {
+    fn failed(&self, error: &str) {
+        *self.stats.background_error.lock().expect("error lock") = Some(error.to_string());
+        self.stalled(error, None);
+    }
+
+    fn recovered(&self) {
+        *self.stats.background_error.lock().expect("error lock") = None;
     }
 }
 

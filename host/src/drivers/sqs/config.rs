@@ -328,6 +328,7 @@ mod tests {
             named: destination.is_some(),
             actions: ActionSet::ALL,
             transform: None,
+            options: Default::default(),
         }
     }
 

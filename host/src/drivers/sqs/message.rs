@@ -181,6 +181,7 @@ mod tests {
                 named: true,
                 actions: ActionSet::ALL,
                 transform: None,
+                options: Default::default(),
             }),
         }
     }

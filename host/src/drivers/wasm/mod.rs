@@ -47,6 +47,6 @@ impl DriverSpec for Wasm {
             config.allow_hosts.clone(),
         )
         .await?;
-        Ok(Arc::new(WasmDriver::new(plugin, context.attempt_timeout)))
+        Ok(Arc::new(WasmDriver::new(plugin, context.policy.timeout)))
     }
 }

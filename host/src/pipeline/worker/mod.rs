@@ -850,6 +850,7 @@ mod tests {
                 named: false,
                 actions: ActionSet::ALL,
                 transform: None,
+                options: Default::default(),
             }],
             transforms: vec![None],
             driver: driver.clone(),
