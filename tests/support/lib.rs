@@ -2,8 +2,9 @@
 //! connections to the PostgreSQL that `tests/run` started.
 //!
 //! Nothing here imitates a destination: the host talks to real servers on 127.0.0.1
-//! (PostgreSQL, the S3 server, moto's SQS, local HTTP receivers).
+//! (PostgreSQL, the S3 server, moto's SQS, the BigQuery emulator, local HTTP receivers).
 
+pub mod bigquery;
 pub mod load;
 pub mod sqs;
 
