@@ -190,6 +190,72 @@ async fn a_mutable_table_holds_exactly_the_current_rows_through_replays() {
     assert_eq!(status["state"], "running", "{status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_merge_shows_in_status_and_metrics_until_it_recovers() {
+    let bq = Bq::connect();
+    let dataset = Bq::unique_dataset("merge_fails");
+    let config = format!(
+        "replicators:\n{}",
+        bq_replicator(
+            &bq,
+            "bq",
+            &dataset,
+            "{users: {table: users, mutability: mutable}}",
+            ""
+        )
+    );
+    let host = Host::start(&config).await;
+    host.send(json!(changes())).await;
+    host.drained("bq").await;
+    let target = format!("`{}.{dataset}.users`", bq.project);
+    let current = format!("SELECT id, n FROM {target}");
+    converges(&bq, &current, &expected()).await;
+
+    // The target disappears: staging still takes the change, the MERGE cannot run.
+    let path = format!("/datasets/{dataset}/tables/users");
+    let definition = bq.get(&path).await;
+    bq.delete(&path).await;
+    host.send(json!([update(
+        "users",
+        "u1",
+        json!({"n": 3, "name": "Ana"})
+    )]))
+    .await;
+    let status = eventually(
+        Duration::from_secs(20),
+        "the failing MERGE in the status",
+        || async {
+            let r = host.replicator("bq").await;
+            (r["state"] == "failing").then_some(r)
+        },
+    )
+    .await;
+    let error = status["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("MERGE into") && error.contains("users"),
+        "{status}"
+    );
+    let metrics = host.metrics().await;
+    assert!(
+        !metrics.contains("replicator_events_failed_total{replicator=\"bq\"} 0"),
+        "{metrics}"
+    );
+
+    // Someone recreates it: the next MERGE fills it from staging, and the state clears.
+    bq.create(
+        &format!("/datasets/{dataset}/tables"),
+        json!({"tableReference": definition["tableReference"], "schema": definition["schema"]}),
+    )
+    .await;
+    let mut now = expected();
+    now.insert("u1".into(), 3);
+    converges(&bq, &current, &now).await;
+    eventually(Duration::from_secs(10), "the state to clear", || async {
+        (host.replicator("bq").await["state"] == "running").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_stream_leaves_every_table_at_the_last_state() {
     let bq = Bq::connect();

@@ -79,6 +79,18 @@ impl Bq {
             .collect()
     }
 
+    /// GETs a REST resource.
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) {
+        let r = self.http.delete(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
+    }
+
     /// POSTs a REST resource (a dataset, a table), panicking on an error answer.
     pub async fn create(&self, path: &str, body: Value) {
         let r = self

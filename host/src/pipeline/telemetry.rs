@@ -400,10 +400,17 @@ impl ReplicatorCounters {
     }
 }
 
+/// The state shows `failing` while the background error lasts (see [`ReplicatorStats::state`]),
+/// whatever deliveries do meanwhile; each failure is counted and sent on the stream.
 impl crate::delivery::BackgroundReport for ReplicatorCounters {
     fn failed(&self, error: &str) {
         *self.stats.background_error.lock().expect("error lock") = Some(error.to_string());
-        self.stalled(error, None);
+        ReplicatorCounters::failed(self, error);
+        self.emit(MonitorEvent::replicator_wide(
+            "replicator_error",
+            self.replicator(),
+            error.to_string(),
+        ));
     }
 
     fn recovered(&self) {
