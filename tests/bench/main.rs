@@ -1,5 +1,5 @@
 //! End-to-end benchmark of the host against the real PostgreSQL, the S3 server, an SQS server
-//! (fauxqs) and an HTTP receiver.
+//! (fauxqs), the BigQuery emulator and an HTTP receiver.
 //! Prints figures; asserts nothing. Run it with `tests/bench` (which starts PostgreSQL and
 //! uses a release build of the host).
 
@@ -142,7 +142,7 @@ async fn main() {
             .unwrap_or(0)
     );
 
-    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,backlog runs a subset.
+    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,bigquery,backlog runs a subset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
 
@@ -410,7 +410,73 @@ async fn main() {
         }
     }
 
-    // 7. Memory with a backlog of 1,000,000 events while the destination is down.
+    // 7. Into the BigQuery emulator: rows/s per mode, requests per row, and for `mutable` how
+    // long a MERGE takes as the number of ids (the size of the pruned staging table) grows.
+    if run("bigquery") {
+        let bq = replicator_tests::bigquery::Bq::connect();
+        for (mode, total) in [
+            ("append-only", 10_000u64),
+            ("immutable", 10_000),
+            ("mutable", 1_000),
+            ("mutable", 10_000),
+        ] {
+            let dataset = replicator_tests::bigquery::Bq::unique_dataset("bench");
+            let host = Host::start(&format!(
+                "replicators:\n  - id: bq\n    driver: bigquery\n    resources: [users]\n    config: {{projectId: {}, datasetId: {dataset}, endpoint: \"{}\", mutability: {mode}, mergeInterval: 1s}}\n",
+                bq.project, bq.base
+            ))
+            .await;
+            let start = Instant::now();
+            post_all(&host, total, 100, 4).await;
+            host.drained("bq").await;
+            let elapsed = start.elapsed();
+            let requests = metric(
+                &host,
+                "replicator_destination_requests_total{replicator=\"bq\"}",
+            )
+            .await;
+            let mut merged = String::new();
+            if mode == "mutable" {
+                let count = format!("SELECT COUNT(*) AS c FROM `{}.{dataset}.users`", bq.project);
+                loop {
+                    let rows = bq.query(&count).await;
+                    if rows[0]["c"] == total.to_string() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The MERGEs the driver logged: how long each took.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let ms: Vec<f64> = host
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains(" merged "))
+                    .filter_map(|l| {
+                        l.split(" ms=")
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .collect();
+                merged = format!(
+                    "; table complete after {:.2} s; {} MERGEs, the last {:.0} ms",
+                    start.elapsed().as_secs_f64(),
+                    ms.len(),
+                    ms.last().copied().unwrap_or(0.0)
+                );
+            }
+            println!(
+                "into BigQuery emulator ({mode:<11}) {:>6.0} rows/s ({total} inserts in {:.2} s), {:.3} requests per row{merged}",
+                total as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64(),
+                requests / total as f64
+            );
+        }
+    }
+
+    // 8. Memory with a backlog of 1,000,000 events while the destination is down.
     if run("backlog") {
         let port = free_port(); // nothing listens there
         let host = Host::start(&format!(

@@ -17,7 +17,7 @@ pub use route::{ANY_RESOURCE, ActionSet, Route, TransformRef};
 /// replicator's status, metrics and stream show its failures as they show a stalled delivery.
 pub trait BackgroundReport: Send + Sync {
     /// The work failed and will be tried again.
-    fn failed(&self, error: &str);
+    fn failed(&self, error: &DeliveryError);
     /// It works again.
     fn recovered(&self);
 }

@@ -401,20 +401,23 @@ impl ReplicatorCounters {
 }
 
 /// The state shows `failing` while the background error lasts (see [`ReplicatorStats::state`]),
-/// whatever deliveries do meanwhile; each failure is counted and sent on the stream.
+/// whatever deliveries do meanwhile; each failure counts in `failed` (status and
+/// `replicator_events_failed_total`) and goes on the stream.
 impl crate::delivery::BackgroundReport for ReplicatorCounters {
-    fn failed(&self, error: &str) {
-        *self.stats.background_error.lock().expect("error lock") = Some(error.to_string());
-        ReplicatorCounters::failed(self, error);
+    fn failed(&self, error: &crate::delivery::DeliveryError) {
+        let message = error.message.clone();
+        *self.stats.background_error.lock().expect("error lock") = Some(message.clone());
+        ReplicatorCounters::failed(self, &message);
         self.emit(MonitorEvent::replicator_wide(
             "replicator_error",
             self.replicator(),
-            error.to_string(),
+            message,
         ));
     }
 
     fn recovered(&self) {
         *self.stats.background_error.lock().expect("error lock") = None;
+        self.stats.set_error(None);
     }
 }
 

@@ -9,8 +9,8 @@ use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::error_proto::ErrorProto;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::query_response::QueryResponse;
 
 use super::config::{BigQueryConfig, Credentials};
 use crate::delivery::cause_chain;
@@ -143,9 +143,10 @@ impl Api {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs a statement. BigQuery answers a failed query with an error status, emulators
-    /// with 200 and `errors`: both are errors here.
-    pub async fn query(&self, sql: &str) -> Result<QueryResponse, DeliveryError> {
+    /// Runs a statement to its end (a job still running after the first wait is polled).
+    /// BigQuery answers a failed query with an error status, emulators with 200 and
+    /// `errors`: both are errors here.
+    pub async fn query(&self, sql: &str) -> Result<(), DeliveryError> {
         self.count();
         let mut request = QueryRequest::new(sql);
         request.use_legacy_sql = false;
@@ -156,11 +157,42 @@ impl Api {
             .query(&self.project, request)
             .await
             .map_err(|e| error("query", &e))?;
-        if let Some(first) = answer.errors.as_ref().and_then(|e| e.first()) {
-            return Err(proto_error("query", first));
+        let (mut complete, mut errors, job) =
+            (answer.job_complete, answer.errors, answer.job_reference);
+        while complete == Some(false) {
+            let Some(job) = &job else { break };
+            let parameters = GetQueryResultsParameters {
+                location: job.location.clone(),
+                timeout_ms: Some(10_000),
+                max_results: Some(0),
+                ..Default::default()
+            };
+            self.count();
+            let polled = self
+                .client
+                .job()
+                .get_query_results(
+                    &self.project,
+                    job.job_id.as_deref().unwrap_or_default(),
+                    parameters,
+                )
+                .await
+                .map_err(|e| error("query results", &e))?;
+            (complete, errors) = (polled.job_complete, polled.errors);
         }
-        Ok(answer)
+        match errors.as_ref().and_then(|e| e.first()) {
+            Some(first) => Err(proto_error("query", first)),
+            None => Ok(()),
+        }
     }
+}
+
+pub fn is_not_found(e: &BQError) -> bool {
+    matches!(e, BQError::ResponseError { error } if error.error.code == 404)
+}
+
+pub fn is_duplicate(e: &BQError) -> bool {
+    matches!(e, BQError::ResponseError { error } if error.error.code == 409)
 }
 
 /// An error BigQuery reported inside an answer (a row of insertAll, a query).

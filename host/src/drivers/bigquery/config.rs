@@ -2,12 +2,17 @@
 //! `mutability`, `schemaSync`, per destination `table`, `mutability`, `tableOptions`) plus
 //! `endpoint` for emulators and the MERGE cadence of `mutable` tables.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::delivery::Route;
+use gcp_bigquery_client::model::clustering::Clustering;
+use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+
+use super::schema::table_name_problem;
+use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
 use crate::redact::Secret;
 
@@ -47,16 +52,16 @@ pub enum Credentials {
 }
 
 /// `tableOptions`, for tables the host creates.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct TableOptions {
     /// `timePartitioning`: `{type: DAY|HOUR|MONTH|YEAR, field, expirationMs}`.
-    pub time_partitioning: Option<Value>,
+    pub time_partitioning: Option<TimePartitioning>,
     /// `clustering`: up to four column names.
-    pub clustering: Vec<String>,
+    pub clustering: Option<Clustering>,
 }
 
 /// Where one route writes and how.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Destination {
     pub table: String,
     pub mutability: Mutability,
@@ -113,62 +118,88 @@ impl BigQueryConfig {
         destination
     }
 
-    /// Table names BigQuery takes, and each route's `mutability` and `tableOptions`.
+    /// Table names BigQuery takes, each route's `mutability` and `tableOptions`, and one mode
+    /// per table (a `mutable` table and a changelog cannot share it, nor the names the host
+    /// derives from it).
     pub fn check_routes(&self, routes: &[Route], resources_path: &str, problems: &Problems) {
+        let mut modes: HashMap<String, Mutability> = HashMap::new();
         for route in routes {
             let at = join(resources_path, &route.resource);
             let d = self.read_destination(route, &at, problems);
-            if let Some(problem) = table_name_problem(&d.table) {
+            if route.destination == ANY_RESOURCE {
+                continue;
+            }
+            if let Some(problem) = table_name_problem("table", &d.table) {
                 problems.add(&at, problem);
+            }
+            if let Some(first) = modes.insert(d.table.clone(), d.mutability)
+                && first != d.mutability
+            {
+                problems.add(
+                    &at,
+                    format!("table \"{}\" is written by routes of different mutability; give each its own table", d.table),
+                );
+            }
+        }
+        for (table, mutability) in &modes {
+            let derived = match mutability {
+                Mutability::Mutable => format!("{table}_changes"),
+                _ => format!("{table}_current"),
+            };
+            if modes.contains_key(&derived) {
+                problems.add(
+                    resources_path,
+                    format!("table \"{derived}\" is the one the host keeps beside \"{table}\"; name it otherwise"),
+                );
             }
         }
     }
 }
 
-/// BigQuery table names: letters, digits and `_`, at most 1024 characters (the host adds
-/// `_current` and `_changes` to some).
-fn table_name_problem(name: &str) -> Option<String> {
-    let ok = !name.is_empty()
-        && name.len() <= 1000
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (!ok).then(|| format!("\"{name}\" is not a BigQuery table name: letters, digits and '_' only"))
-}
-
 fn table_options(mut s: Section) -> TableOptions {
-    let time_partitioning = s.value("timePartitioning").cloned();
-    if let Some(p) = &time_partitioning
-        && !p.is_object()
-    {
-        s.problem(
-            "timePartitioning",
-            "must be an object such as {type: DAY, field: createdAt}",
-        );
-    }
+    let time_partitioning = s.value("timePartitioning").and_then(|p| {
+        // BigQuery's REST API takes `expirationMs` as text; s3db.js users write a number.
+        let mut p = p.clone();
+        if let Some(ms) = p.get_mut("expirationMs").filter(|v| v.is_number()) {
+            *ms = Value::String(ms.to_string());
+        }
+        match serde_json::from_value::<TimePartitioning>(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                s.problem(
+                    "timePartitioning",
+                    format!("must be {{type: DAY|HOUR|MONTH|YEAR, field, expirationMs}}: {e}"),
+                );
+                None
+            }
+        }
+    });
     let clustering = match s.value("clustering") {
-        None => Vec::new(),
+        None => None,
         Some(Value::Array(items)) if items.len() <= 4 && items.iter().all(Value::is_string) => {
-            items
-                .iter()
+            Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            )
+        }
+        Some(Value::Object(o)) => o.get("fields").and_then(Value::as_array).map(|f| {
+            f.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
-        }
-        Some(Value::Object(o)) => o
-            .get("fields")
-            .and_then(Value::as_array)
-            .map(|f| {
-                f.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        }),
         Some(_) => {
             s.problem(
                 "clustering",
                 "must list at most four column names (or {fields: [...]})",
             );
-            Vec::new()
+            None
         }
-    };
+    }
+    .map(|fields: Vec<String>| Clustering {
+        fields: Some(fields),
+    });
     s.finish();
     TableOptions {
         time_partitioning,
@@ -176,13 +207,33 @@ fn table_options(mut s: Section) -> TableOptions {
     }
 }
 
+/// Google Cloud project ids: 6-30 lowercase letters, digits and `-` (with an optional
+/// `domain:` prefix); they are written into SQL between backticks.
+fn project_id_problem(id: &str) -> Option<String> {
+    let name = id.rsplit_once(':').map_or(id, |(_, n)| n);
+    let ok = (6..=30).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | ':'));
+    (!ok).then(|| {
+        format!(
+            "\"{id}\" is not a Google Cloud project id (6-30 lowercase letters, digits and '-')"
+        )
+    })
+}
+
 pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
     let project_id = s.required_string("projectId");
+    if let Some(problem) = project_id.as_deref().and_then(project_id_problem) {
+        s.problem("projectId", problem);
+    }
     let dataset_id = s.required_string("datasetId");
-    if let Some(d) = &dataset_id
-        && let Some(problem) = table_name_problem(d)
+    if let Some(problem) = dataset_id
+        .as_deref()
+        .and_then(|d| table_name_problem("dataset", d))
     {
-        s.problem("datasetId", problem.replace("table", "dataset"));
+        s.problem("datasetId", problem);
     }
     let location = s.string("location").unwrap_or_else(|| "US".into());
     let credentials = match s.value("credentials") {
@@ -233,9 +284,8 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
             Some("validate-only") => (create_tables, create_columns) = (false, false),
             _ => {}
         }
-        if let Some(m) = sync.choice("onMismatch", &["error"]) {
-            debug_assert_eq!(m, "error");
-        }
+        // A value that does not fit is that record's error: never dropped without a word.
+        sync.choice("onMismatch", &["error"]);
         create_tables = enabled && sync.bool("autoCreateTable").unwrap_or(create_tables);
         create_columns = enabled && sync.bool("autoCreateColumns").unwrap_or(create_columns);
         sync.finish();
@@ -287,7 +337,7 @@ mod tests {
     #[test]
     fn s3db_js_options_and_route_overrides() {
         let (c, p) = parsed(json!({
-            "projectId": "p", "datasetId": "analytics", "location": "EU",
+            "projectId": "my-project", "datasetId": "analytics", "location": "EU",
             "mutability": "immutable",
             "credentials": {"client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----"},
             "schemaSync": {"enabled": true, "strategy": "alter", "onMismatch": "error"}
@@ -308,7 +358,10 @@ mod tests {
         };
         let d = c.destination(&route);
         assert_eq!(d.mutability, Mutability::Mutable);
-        assert_eq!(d.table_options.clustering, ["id"]);
+        assert_eq!(
+            d.table_options.clustering.and_then(|c| c.fields),
+            Some(vec!["id".to_string()])
+        );
         assert_eq!(d.table, "user_rows");
 
         let problems = Problems::default();
@@ -333,7 +386,9 @@ mod tests {
 
     #[test]
     fn missing_and_refused_options_are_named() {
-        let (_, p) = parsed(json!({"datasetId": "a-b", "schemaSync": {"strategy": "drop-create"}}));
+        let (_, p) = parsed(
+            json!({"projectId": "p`; DROP", "datasetId": "a-b", "schemaSync": {"strategy": "drop-create"}}),
+        );
         assert!(
             p.contains(&"config.projectId: is required".to_string()),
             "{p:?}"

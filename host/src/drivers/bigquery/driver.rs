@@ -1,13 +1,12 @@
-//! Writes batches with insertAll (one request per table per batch, `insertId` = the
-//! idempotency key), keeps tables, columns and `_current` views in step with the data, and for
+//! Writes batches with insertAll (`insertId` = the idempotency key; requests of at most 500
+//! rows and 9 MB), keeps tables, columns and `_current` views in step with the data, and for
 //! `mutable` tables merges the staged changes on an interval and a row threshold.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gcp_bigquery_client::model::clustering::Clustering;
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
@@ -18,22 +17,41 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, Api};
+use super::client::{self, Api, is_duplicate, is_not_found};
 use super::config::{BigQueryConfig, Destination, Mutability};
 use super::schema::{self, ColumnType};
-use crate::delivery::{BackgroundReport, DeliveryPolicy, Route, for_outage};
+use crate::delivery::{ANY_RESOURCE, BackgroundReport, Backoff, DeliveryPolicy, Route, for_outage};
 use crate::drivers::util::payload::idempotency_key;
-use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
+use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver, ErrorKind};
+
+/// BigQuery's advice for one insertAll request, and a margin under its 10 MB limit.
+const MAX_ROWS_PER_REQUEST: usize = 500;
+const MAX_BYTES_PER_REQUEST: usize = 9 * 1024 * 1024;
 
 /// A table's columns, name -> type.
 type Columns = BTreeMap<String, ColumnType>;
+
+/// What the driver knows of the dataset; held while a table's schema changes.
+#[derive(Default)]
+struct Catalog {
+    tables: HashMap<String, Columns>,
+    /// Changelog tables whose `_current` view matches their columns.
+    views: HashSet<String>,
+}
+
+impl Catalog {
+    /// Forgets a table (it was dropped): it is read or created again on the next batch.
+    fn forget(&mut self, table: &str) {
+        self.tables.remove(table);
+        self.views.remove(table);
+    }
+}
 
 /// What the driver and its merger share.
 struct Shared {
     config: BigQueryConfig,
     api: OnceCell<Api>,
-    /// Columns of every table seen, by table name; held while a table's schema changes.
-    tables: Mutex<HashMap<String, Columns>>,
+    catalog: Mutex<Catalog>,
     requests: Arc<AtomicU64>,
     /// `mutable` targets with staged changes not merged yet.
     pending: std::sync::Mutex<HashMap<String, Pending>>,
@@ -46,11 +64,14 @@ struct Pending {
     since: Instant,
 }
 
-/// One record as a row, or why it cannot be one.
-struct Row {
+/// One record as a row of its table.
+struct Row<'a> {
     index: usize,
+    delivery: &'a Delivery,
     fields: Map<String, Value>,
 }
+
+type Verdict = (usize, Result<(), DeliveryError>);
 
 pub struct BigQueryDriver {
     shared: Arc<Shared>,
@@ -79,7 +100,7 @@ impl BigQueryDriver {
             shared: Arc::new(Shared {
                 config,
                 api: OnceCell::new(),
-                tables: Mutex::new(HashMap::new()),
+                catalog: Mutex::new(Catalog::default()),
                 requests: Arc::new(AtomicU64::new(0)),
                 pending: std::sync::Mutex::new(HashMap::new()),
                 staged: Notify::new(),
@@ -90,11 +111,37 @@ impl BigQueryDriver {
         }
     }
 
-    fn destination(&self, route: &Route) -> Destination {
-        self.destinations
+    /// The table and mode of a delivery (a `*` route writes each resource to its own table).
+    fn destination(&self, d: &Delivery) -> Destination {
+        let route = &d.route;
+        let mut destination = self
+            .destinations
             .get(&(route.resource.clone(), route.destination.clone()))
             .cloned()
-            .unwrap_or_else(|| self.shared.config.destination(route))
+            .expect("every route was read at build");
+        if route.destination == ANY_RESOURCE {
+            destination.table = d.destination().to_string();
+        }
+        destination
+    }
+
+    fn mutable_targets(&self) -> impl Iterator<Item = &str> {
+        self.destinations
+            .values()
+            .filter(|d| d.mutability == Mutability::Mutable)
+            .map(|d| d.table.as_str())
+    }
+
+    /// Starts the merger when a route is `mutable`.
+    pub fn start_merger(&self, policy: &DeliveryPolicy) {
+        if self.mutable_targets().next().is_some() {
+            tokio::spawn(merger(
+                self.shared.clone(),
+                self.report.clone(),
+                self.stop.clone(),
+                policy.clone(),
+            ));
+        }
     }
 
     /// Writes the deliveries of one destination table.
@@ -102,9 +149,8 @@ impl BigQueryDriver {
         &self,
         destination: &Destination,
         items: Vec<(usize, &Delivery)>,
-    ) -> Vec<(usize, Result<(), DeliveryError>)> {
+    ) -> Vec<Verdict> {
         let s = &self.shared;
-        let mut results = Vec::new();
         let api = match s.api().await {
             Ok(api) => api,
             Err(e) => return items.iter().map(|(i, _)| (*i, Err(e.clone()))).collect(),
@@ -115,107 +161,136 @@ impl BigQueryDriver {
         } else {
             destination.table.clone()
         };
+        let mut verdicts = Vec::new();
         let mut rows = Vec::new();
-        for (index, d) in &items {
+        if let Some(problem) = schema::table_name_problem("table", &destination.table) {
+            let e = DeliveryError::permanent(problem);
+            return items.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
+        }
+        for (index, d) in items {
             match row(d, destination.mutability, mutable) {
                 Ok(fields) => rows.push(Row {
-                    index: *index,
+                    index,
+                    delivery: d,
                     fields,
                 }),
-                Err(e) => results.push((*index, Err(e))),
+                Err(e) => verdicts.push((index, Err(e))),
             }
         }
         let columns = match s.ensure_columns(api, destination, &table, &rows).await {
             Ok(c) => c,
             Err(e) => {
-                results.extend(rows.iter().map(|r| (r.index, Err(e.clone()))));
-                return results;
+                verdicts.extend(rows.iter().map(|r| (r.index, Err(e.clone()))));
+                return verdicts;
             }
         };
-        let shown = schema::table_sql(&s.config.project_id, &s.config.dataset_id, &table);
-        let mut request = TableDataInsertAllRequest::new();
-        request.skip_invalid_rows();
-        let mut sent = Vec::new();
+        let shown = s.table_sql(&table);
+        let mut requests: Vec<Vec<(usize, TableDataInsertAllRequestRows)>> = vec![Vec::new()];
+        let mut request_bytes = 0;
         for r in rows {
-            let d = items
-                .iter()
-                .find(|(i, _)| *i == r.index)
-                .expect("a row comes from an item")
-                .1;
             if let Some(problem) = mismatch(&r.fields, &columns, &shown) {
-                results.push((r.index, Err(DeliveryError::permanent(problem))));
+                verdicts.push((r.index, Err(DeliveryError::permanent(problem))));
                 continue;
             }
+            // A null of a field with no column yet is simply absent.
             let json: Map<String, Value> = r
                 .fields
                 .iter()
-                .map(|(k, v)| {
-                    let column = columns.get(k).unwrap_or(&ColumnType::Other);
-                    (k.clone(), schema::cell(column, v))
-                })
+                .filter_map(|(k, v)| columns.get(k).map(|c| (k.clone(), schema::cell(c, v))))
                 .collect();
-            request
-                .add_rows(vec![TableDataInsertAllRequestRows {
-                    insert_id: Some(idempotency_key(d)),
-                    json: Value::Object(json),
-                }])
-                .expect("rows serialize");
-            sent.push(r.index);
+            let json = Value::Object(json);
+            let size = json.to_string().len();
+            let last = requests.last().expect("one request at least");
+            if !last.is_empty()
+                && (last.len() >= MAX_ROWS_PER_REQUEST
+                    || request_bytes + size > MAX_BYTES_PER_REQUEST)
+            {
+                requests.push(Vec::new());
+                request_bytes = 0;
+            }
+            request_bytes += size;
+            requests.last_mut().expect("one request at least").push((
+                r.index,
+                TableDataInsertAllRequestRows {
+                    insert_id: Some(idempotency_key(r.delivery)),
+                    json,
+                },
+            ));
         }
-        if sent.is_empty() {
-            return results;
+        for request in requests.into_iter().filter(|r| !r.is_empty()) {
+            let sent = self.insert(api, &table, &shown, request).await;
+            let accepted = sent.iter().filter(|(_, r)| r.is_ok()).count() as u64;
+            if mutable && accepted > 0 {
+                s.staged(&destination.table, accepted);
+            }
+            if sent
+                .iter()
+                .any(|(_, r)| matches!(r, Err(e) if e.kind == ErrorKind::Unavailable))
+            {
+                let mut catalog = s.catalog.lock().await;
+                catalog.forget(&table);
+                catalog.forget(&destination.table);
+            }
+            verdicts.extend(sent);
         }
+        verdicts
+    }
+
+    /// One insertAll; each row gets BigQuery's verdict on it.
+    async fn insert(
+        &self,
+        api: &Api,
+        table: &str,
+        shown: &str,
+        rows: Vec<(usize, TableDataInsertAllRequestRows)>,
+    ) -> Vec<Verdict> {
+        let c = &self.shared.config;
+        let (indexes, rows): (Vec<usize>, Vec<_>) = rows.into_iter().unzip();
+        let mut request = TableDataInsertAllRequest::new();
+        // Valid rows go in even when another row of the request is refused.
+        request.skip_invalid_rows();
+        request.add_rows(rows).expect("rows serialize");
         api.count();
         let answer = api
             .client
             .tabledata()
-            .insert_all(&s.config.project_id, &s.config.dataset_id, &table, request)
+            .insert_all(&c.project_id, &c.dataset_id, table, request)
             .await;
-        match answer {
+        let answer = match answer {
+            Ok(a) => a,
             Err(e) => {
                 let error = client::error(&format!("insertAll {shown}"), &e);
-                results.extend(sent.iter().map(|i| (*i, Err(error.clone()))));
+                return indexes.iter().map(|i| (*i, Err(error.clone()))).collect();
             }
-            Ok(answer) => {
-                let mut refused: HashMap<usize, DeliveryError> = HashMap::new();
-                for e in answer.insert_errors.unwrap_or_default() {
-                    let (Some(position), Some(first)) =
-                        (e.index, e.errors.as_ref().and_then(|x| x.first()))
-                    else {
-                        continue;
-                    };
-                    if let Some(index) = sent.get(position as usize) {
-                        refused.insert(
-                            *index,
-                            client::proto_error(&format!("{shown} refused the row"), first),
-                        );
-                    }
-                }
-                let accepted = sent.len() - refused.len();
-                for index in sent {
-                    results.push((index, refused.remove(&index).map_or(Ok(()), Err)));
-                }
-                if mutable && accepted > 0 {
-                    s.staged(&destination.table, accepted as u64);
-                }
+        };
+        let mut refused: HashMap<usize, DeliveryError> = HashMap::new();
+        for e in answer.insert_errors.unwrap_or_default() {
+            if let (Some(position), Some(first)) =
+                (e.index, e.errors.as_ref().and_then(|x| x.first()))
+                && let Some(index) = indexes.get(position as usize)
+            {
+                refused.insert(
+                    *index,
+                    client::proto_error(&format!("{shown} refused the row"), first),
+                );
             }
         }
-        results
+        indexes
+            .into_iter()
+            .map(|i| (i, refused.remove(&i).map_or(Ok(()), Err)))
+            .collect()
     }
 }
 
-/// The row of one delivery: the record's fields (its `before` for a delete), `id`, and the
-/// host's columns.
+/// The row of one delivery: the record's fields (for a delete, the last known record), `id`,
+/// and the host's columns.
 fn row(
     d: &Delivery,
     mutability: Mutability,
     staging: bool,
 ) -> Result<Map<String, Value>, DeliveryError> {
     let e = &d.event.event;
-    let document = match e.action {
-        crate::event::Action::Delete => e.before.as_ref(),
-        _ => e.data.as_ref(),
-    };
+    let document = e.data.as_ref().or(e.before.as_ref());
     let mut fields = Map::new();
     fields.insert("id".into(), Value::String(e.id.clone()));
     let meta = schema::meta_columns(mutability, staging);
@@ -224,11 +299,11 @@ fn row(
             if k == "id" {
                 continue;
             }
-            if !schema::column_name_ok(k) || meta.iter().any(|(m, _)| m == k) {
+            if !schema::column_name_ok(k) || meta.iter().any(|(m, _)| m.eq_ignore_ascii_case(k)) {
                 return Err(DeliveryError::permanent(format!(
                     "field \"{k}\" cannot be a BigQuery column (letters, digits and '_', not \
-                     starting with a digit, and not one of the host's columns); rename it \
-                     with a transform"
+                     starting with a digit or a reserved prefix, and not one of the host's \
+                     columns); rename it with a transform"
                 )));
             }
             fields.insert(k.clone(), v.clone());
@@ -273,6 +348,26 @@ fn mismatch(fields: &Map<String, Value>, columns: &Columns, table: &str) -> Opti
     })
 }
 
+/// The columns `rows` need: the host's, with their declared types, then each record field
+/// with the type its first non-null value calls for.
+fn needed_columns(host: &[(&str, ColumnType)], rows: &[Row], detect_timestamps: bool) -> Columns {
+    let mut needed: Columns = host
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
+    needed.insert("id".into(), ColumnType::String);
+    for r in rows {
+        for (k, v) in &r.fields {
+            if !needed.contains_key(k)
+                && let Some(t) = schema::infer(v, detect_timestamps)
+            {
+                needed.insert(k.clone(), t);
+            }
+        }
+    }
+    needed
+}
+
 impl Shared {
     async fn api(&self) -> Result<&Api, DeliveryError> {
         self.api
@@ -299,95 +394,124 @@ impl Shared {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) && c.create_tables => {
                 api.count();
-                api.client
+                match api
+                    .client
                     .dataset()
                     .create(Dataset::new(&c.project_id, &c.dataset_id).location(&c.location))
                     .await
-                    .map(|_| ())
-                    .or_else(|e| if is_duplicate(&e) { Ok(()) } else { Err(e) })
-                    .map_err(|e| client::error(&format!("create dataset {}", c.dataset_id), &e))
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_duplicate(&e) => Ok(()),
+                    Err(e) => Err(client::error(
+                        &format!("create dataset {}", c.dataset_id),
+                        &e,
+                    )),
+                }
             }
             Err(e) => Err(client::error(&format!("dataset {}", c.dataset_id), &e)),
         }
     }
 
-    /// The table's columns: read once, or the table created with `id` and the host's columns.
-    async fn table_columns(
-        &self,
-        api: &Api,
-        tables: &mut HashMap<String, Columns>,
-        table: &str,
-        host_columns: &[(&str, ColumnType)],
-        destination: &Destination,
-        with_options: bool,
-    ) -> Result<(), DeliveryError> {
-        if tables.contains_key(table) {
-            return Ok(());
-        }
+    /// Reads a table's columns once; `None` when it does not exist.
+    async fn read_table(&self, api: &Api, table: &str) -> Result<Option<Columns>, DeliveryError> {
         let c = &self.config;
-        let shown = self.table_sql(table);
         api.count();
-        let columns = match api
+        match api
             .client
             .table()
             .get(&c.project_id, &c.dataset_id, table, None)
             .await
         {
-            Ok(t) => t
-                .schema
-                .fields
-                .unwrap_or_default()
-                .iter()
-                .map(|f| (f.name.clone(), ColumnType::from_field(&f.r#type)))
-                .collect(),
-            Err(e) if is_not_found(&e) => {
-                if !c.create_tables {
+            Ok(t) => Ok(Some(
+                t.schema
+                    .fields
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| (f.name.clone(), ColumnType::from_field(&f.r#type)))
+                    .collect(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(client::error(
+                &format!("table {}", self.table_sql(table)),
+                &e,
+            )),
+        }
+    }
+
+    /// Makes `table` exist with at least the `needed` columns (created with all of them, so
+    /// `tableOptions` may name record fields); returns its columns.
+    async fn ensure_table(
+        &self,
+        api: &Api,
+        catalog: &mut Catalog,
+        table: &str,
+        needed: &Columns,
+        destination: Option<&Destination>,
+    ) -> Result<Columns, DeliveryError> {
+        let c = &self.config;
+        let shown = self.table_sql(table);
+        if !catalog.tables.contains_key(table) {
+            let columns = match self.read_table(api, table).await? {
+                Some(columns) => columns,
+                None if !c.create_tables => {
                     return Err(DeliveryError::unavailable(format!(
                         "table {shown} does not exist and schemaSync creates none (create it, or set autoCreateTable)"
                     )));
                 }
-                let mut columns = Columns::new();
-                columns.insert("id".into(), ColumnType::String);
-                for (name, t) in host_columns {
-                    columns.insert(name.to_string(), t.clone());
-                }
-                let fields = columns
-                    .iter()
-                    .map(|(n, t)| TableFieldSchema::new(n, t.field_type()))
-                    .collect();
-                let mut definition = Table::new(
-                    &c.project_id,
-                    &c.dataset_id,
-                    table,
-                    TableSchema::new(fields),
-                );
-                if with_options {
-                    let o = &destination.table_options;
-                    if let Some(p) = o
-                        .time_partitioning
-                        .clone()
-                        .and_then(|p| serde_json::from_value(p).ok())
-                    {
-                        definition = definition.time_partitioning(p);
+                None => {
+                    let fields = needed
+                        .iter()
+                        .map(|(n, t)| TableFieldSchema::new(n, t.field_type()))
+                        .collect();
+                    let mut definition = Table::new(
+                        &c.project_id,
+                        &c.dataset_id,
+                        table,
+                        TableSchema::new(fields),
+                    );
+                    if let Some(o) = destination.map(|d| &d.table_options) {
+                        if let Some(p) = &o.time_partitioning {
+                            definition = definition.time_partitioning(p.clone());
+                        }
+                        if let Some(clustering) = &o.clustering {
+                            definition = definition.clustering(clustering.clone());
+                        }
                     }
-                    if !o.clustering.is_empty() {
-                        definition = definition.clustering(Clustering {
-                            fields: Some(o.clustering.clone()),
-                        });
+                    api.count();
+                    match api.client.table().create(definition).await {
+                        Ok(_) => needed.clone(),
+                        // Made meanwhile by another host or replicator: read what it has.
+                        Err(e) if is_duplicate(&e) => {
+                            self.read_table(api, table).await?.unwrap_or_default()
+                        }
+                        Err(e) => return Err(client::error(&format!("create table {shown}"), &e)),
                     }
                 }
-                api.count();
-                match api.client.table().create(definition).await {
-                    Ok(_) => {}
-                    Err(e) if is_duplicate(&e) => {}
-                    Err(e) => return Err(client::error(&format!("create table {shown}"), &e)),
-                }
-                columns
-            }
-            Err(e) => return Err(client::error(&format!("table {shown}"), &e)),
-        };
-        tables.insert(table.to_string(), columns);
-        Ok(())
+            };
+            catalog.tables.insert(table.to_string(), columns);
+        }
+        let have = &catalog.tables[table];
+        let missing: Vec<(String, ColumnType)> = needed
+            .iter()
+            .filter(|(n, _)| !have.keys().any(|h| h.eq_ignore_ascii_case(n)))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        if !missing.is_empty() && !c.create_columns {
+            let names: Vec<&String> = missing.iter().map(|(n, _)| n).collect();
+            return Err(DeliveryError::permanent(format!(
+                "{shown} has no column {names:?} and schemaSync adds none (autoCreateColumns is false)"
+            )));
+        }
+        for (name, column) in &missing {
+            self.add_column(api, table, name, column).await?;
+            catalog
+                .tables
+                .get_mut(table)
+                .expect("read above")
+                .insert(name.clone(), column.clone());
+            catalog.views.remove(table);
+        }
+        Ok(catalog.tables[table].clone())
     }
 
     /// Adds a NULLABLE column. Both the DDL and the schema patch: BigQuery takes either, the
@@ -395,7 +519,6 @@ impl Shared {
     async fn add_column(
         &self,
         api: &Api,
-        tables: &mut HashMap<String, Columns>,
         table: &str,
         name: &str,
         column: &ColumnType,
@@ -415,7 +538,7 @@ impl Shared {
             .await
             .map_err(|e| client::error(&format!("table {shown}"), &e))?;
         let fields = current.schema.fields.get_or_insert_with(Vec::new);
-        if !fields.iter().any(|f| f.name == name) {
+        if !fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
             fields.push(TableFieldSchema::new(name, column.field_type()));
             api.count();
             api.client
@@ -424,79 +547,55 @@ impl Shared {
                 .await
                 .map_err(|e| client::error(&format!("add column {name} to {shown}"), &e))?;
         }
-        if let Some(columns) = tables.get_mut(table) {
-            columns.insert(name.to_string(), column.clone());
-        }
         Ok(())
     }
 
-    /// Makes the tables of a destination hold every field of `rows`; returns the columns of
-    /// the table written (`table`).
+    /// Makes the tables of a destination hold every field of `rows` (for `mutable`, the
+    /// staging table and the target each); returns the columns of the table written.
     async fn ensure_columns(
         &self,
         api: &Api,
         destination: &Destination,
         table: &str,
-        rows: &[Row],
+        rows: &[Row<'_>],
     ) -> Result<Columns, DeliveryError> {
-        let mut tables = self.tables.lock().await;
+        let mut catalog = self.catalog.lock().await;
         let mutable = destination.mutability == Mutability::Mutable;
-        let fresh = !tables.contains_key(table);
-        self.table_columns(
-            api,
-            &mut tables,
-            table,
+        let detect = self.config.detect_timestamps;
+        let needed = needed_columns(
             &schema::meta_columns(destination.mutability, mutable),
-            destination,
-            !mutable,
-        )
-        .await?;
+            rows,
+            detect,
+        );
         if mutable {
-            self.table_columns(
+            let columns = self
+                .ensure_table(api, &mut catalog, table, &needed, None)
+                .await?;
+            let target_host = schema::meta_columns(Mutability::AppendOnly, false);
+            let target = needed_columns(&target_host, rows, detect);
+            self.ensure_table(
                 api,
-                &mut tables,
+                &mut catalog,
                 &destination.table,
-                &schema::meta_columns(Mutability::AppendOnly, false),
-                destination,
-                true,
+                &target,
+                Some(destination),
             )
             .await?;
+            return Ok(columns);
         }
-        let mut missing: BTreeMap<String, ColumnType> = BTreeMap::new();
-        for r in rows {
-            for (k, v) in &r.fields {
-                if !tables[table].contains_key(k)
-                    && !missing.contains_key(k)
-                    && let Some(t) = schema::infer(v, self.config.detect_timestamps)
-                {
-                    missing.insert(k.clone(), t);
-                }
-            }
-        }
-        if !missing.is_empty() && !self.config.create_columns {
-            let names: Vec<&String> = missing.keys().collect();
-            return Err(DeliveryError::permanent(format!(
-                "{} has no column {names:?} and schemaSync adds none (autoCreateColumns is false)",
-                self.table_sql(table)
-            )));
-        }
-        for (name, column) in &missing {
-            self.add_column(api, &mut tables, table, name, column)
-                .await?;
-            if mutable && !tables[&destination.table].contains_key(name) {
-                self.add_column(api, &mut tables, &destination.table, name, column)
-                    .await?;
-            }
-        }
-        if !mutable && (fresh || !missing.is_empty()) {
-            let view = self.table_sql(&format!("{}_current", destination.table));
+        let columns = self
+            .ensure_table(api, &mut catalog, table, &needed, Some(destination))
+            .await?;
+        if !catalog.views.contains(table) {
+            let view = self.table_sql(&format!("{table}_current"));
             api.query(&format!(
                 "CREATE OR REPLACE VIEW {view} AS {}",
                 schema::current_view(&self.table_sql(table), destination.mutability)
             ))
             .await?;
+            catalog.views.insert(table.to_string());
         }
-        Ok(tables[table].clone())
+        Ok(columns)
     }
 
     /// Notes rows staged for a `mutable` target.
@@ -518,87 +617,100 @@ impl Shared {
         pending
             .iter()
             .filter(|(_, p)| {
-                p.rows >= self.config.merge_rows
-                    || p.rows > 0 && p.since.elapsed() >= self.config.merge_interval
+                p.rows >= self.config.merge_rows || p.since.elapsed() >= self.config.merge_interval
             })
             .map(|(t, _)| t.clone())
             .collect()
     }
 
-    /// Merges one target's staged changes, and now and then prunes the staging table.
-    async fn merge(
-        &self,
-        target: &str,
-        last_prune: &mut HashMap<String, Instant>,
-    ) -> Result<(), DeliveryError> {
+    /// Merges one target's staged changes. The column list is the staging table's as
+    /// BigQuery has it (read when this process has not seen it), never a guess.
+    async fn merge(&self, target: &str) -> Result<(), DeliveryError> {
         let api = self.api().await?;
         let staging = format!("{target}_changes");
         let taken = self.pending.lock().expect("not poisoned").remove(target);
-        let data_columns: Vec<String> = {
-            let tables = self.tables.lock().await;
-            match tables.get(&staging) {
-                Some(columns) => columns
-                    .keys()
-                    .filter(|k| *k != "id" && !k.starts_with('_'))
-                    .cloned()
-                    .collect(),
-                // Nothing was staged by this process: the tables are read on the next batch.
-                None if taken.is_none_or(|p| p.rows == 0) => return Ok(()),
-                None => Vec::new(),
-            }
-        };
-        let result = api
-            .query(&schema::merge(
-                &self.table_sql(target),
-                &self.table_sql(&staging),
-                &data_columns,
-            ))
-            .await;
-        if let Err(e) = result {
+        let result = self.run_merge(api, target, &staging).await;
+        if result.is_err()
+            && let Some(p) = taken
+        {
             // Still to merge: put the rows back.
-            if let Some(p) = taken {
-                self.pending
-                    .lock()
-                    .expect("not poisoned")
-                    .entry(target.to_string())
-                    .and_modify(|q| {
-                        q.rows += p.rows;
-                        q.since = q.since.min(p.since);
-                    })
-                    .or_insert(p);
+            self.pending
+                .lock()
+                .expect("not poisoned")
+                .entry(target.to_string())
+                .and_modify(|q| {
+                    q.rows += p.rows;
+                    q.since = q.since.min(p.since);
+                })
+                .or_insert(p);
+        }
+        result
+    }
+
+    async fn run_merge(&self, api: &Api, target: &str, staging: &str) -> Result<(), DeliveryError> {
+        let mut catalog = self.catalog.lock().await;
+        if !catalog.tables.contains_key(staging) {
+            match self.read_table(api, staging).await? {
+                Some(columns) => {
+                    catalog.tables.insert(staging.to_string(), columns);
+                }
+                // Nothing was ever staged.
+                None => return Ok(()),
             }
-            return Err(DeliveryError::new(
+        }
+        let meta = schema::meta_columns(Mutability::Mutable, true);
+        let data_columns: Vec<String> = catalog.tables[staging]
+            .keys()
+            .filter(|k| *k != "id" && !meta.iter().any(|(m, _)| m == k))
+            .cloned()
+            .collect();
+        drop(catalog);
+        let started = Instant::now();
+        api.query(&schema::merge(
+            &self.table_sql(target),
+            &self.table_sql(staging),
+            &data_columns,
+        ))
+        .await
+        .map_err(|e| {
+            DeliveryError::new(
                 e.kind,
                 format!("MERGE into {}: {}", self.table_sql(target), e.message),
-            ));
-        }
-        let retention = self.config.staging_retention;
-        let prune_every = retention.min(Duration::from_secs(3600));
-        if last_prune
-            .get(target)
-            .is_none_or(|t| t.elapsed() >= prune_every)
-        {
-            api.query(&schema::prune_staging(
-                &self.table_sql(&staging),
-                retention.as_secs(),
-            ))
-            .await?;
-            last_prune.insert(target.to_string(), Instant::now());
-        }
+            )
+        })?;
+        tracing::info!(
+            table = %target,
+            ms = started.elapsed().as_millis() as u64,
+            "merged"
+        );
         Ok(())
+    }
+
+    /// Deletes superseded staged rows; a failure only waits for the next time.
+    async fn prune(&self, target: &str) {
+        let Ok(api) = self.api().await else { return };
+        let staging = self.table_sql(&format!("{target}_changes"));
+        let sql = schema::prune_staging(&staging, self.config.staging_retention.as_secs());
+        if let Err(e) = api.query(&sql).await {
+            tracing::warn!(table = %target, error = %e.message, "pruning the staging table failed; trying again later");
+        }
     }
 }
 
-/// Merges `mutable` targets when due; failures are retried with backoff and reported.
+/// Merges `mutable` targets when due, each with its own backoff after a failure, reported
+/// until every target merges again; prunes staging tables now and then.
 async fn merger(
     shared: Arc<Shared>,
     report: Arc<dyn BackgroundReport>,
     stop: CancellationToken,
     policy: DeliveryPolicy,
 ) {
-    let mut last_prune = HashMap::new();
-    let mut failing = false;
-    let mut backoff = for_outage(&policy);
+    let mut failing: HashMap<String, (Backoff, Instant)> = HashMap::new();
+    let mut pruned: HashMap<String, Instant> = HashMap::new();
+    let prune_every = shared
+        .config
+        .staging_retention
+        .min(Duration::from_secs(3600));
     loop {
         let tick = shared.config.merge_interval.min(Duration::from_millis(500));
         tokio::select! {
@@ -607,53 +719,52 @@ async fn merger(
             () = shared.staged.notified() => {}
         }
         for target in shared.due() {
-            match shared.merge(&target, &mut last_prune).await {
+            if failing
+                .get(&target)
+                .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
+            {
+                continue;
+            }
+            match shared.merge(&target).await {
                 Ok(()) => {
-                    if failing {
+                    if failing.remove(&target).is_some() && failing.is_empty() {
                         report.recovered();
-                        failing = false;
-                        backoff = for_outage(&policy);
+                    }
+                    if pruned
+                        .get(&target)
+                        .is_none_or(|t| t.elapsed() >= prune_every)
+                    {
+                        shared.prune(&target).await;
+                        pruned.insert(target, Instant::now());
                     }
                 }
                 Err(e) => {
                     tracing::warn!(table = %target, error = %e.message, "MERGE failed; retrying");
-                    report.failed(&e.message);
-                    failing = true;
-                    let wait = backoff.next().unwrap_or(policy.max_retry_delay);
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(wait) => {}
-                    }
+                    report.failed(&e);
+                    let (backoff, retry_at) = failing
+                        .entry(target)
+                        .or_insert_with(|| (for_outage(&policy), Instant::now()));
+                    *retry_at = Instant::now() + backoff.next().unwrap_or(policy.max_retry_delay);
                 }
             }
         }
     }
 }
 
-fn is_not_found(e: &gcp_bigquery_client::error::BQError) -> bool {
-    matches!(e, gcp_bigquery_client::error::BQError::ResponseError { error } if error.error.code == 404)
-}
-
-fn is_duplicate(e: &gcp_bigquery_client::error::BQError) -> bool {
-    matches!(e, gcp_bigquery_client::error::BQError::ResponseError { error } if error.error.code == 409)
-}
-
 #[async_trait::async_trait]
 impl Driver for BigQueryDriver {
-    /// Authenticates, makes sure the dataset exists, and marks every `mutable` target for a
-    /// merge (changes staged before a restart are merged without waiting for new ones).
+    /// Authenticates, makes sure the dataset exists, and queues a merge of every `mutable`
+    /// target, so changes staged before a restart are merged without waiting for new ones.
     async fn init(&self) -> Result<(), DeliveryError> {
         let s = &self.shared;
         let api = s.api().await?;
         s.ensure_dataset(api).await?;
         let mut pending = s.pending.lock().expect("not poisoned");
-        for d in self.destinations.values() {
-            if d.mutability == Mutability::Mutable {
-                pending.entry(d.table.clone()).or_insert(Pending {
-                    rows: 1,
-                    since: Instant::now() - s.config.merge_interval,
-                });
-            }
+        for target in self.mutable_targets() {
+            pending.entry(target.to_string()).or_insert(Pending {
+                rows: 0,
+                since: Instant::now(),
+            });
         }
         Ok(())
     }
@@ -662,7 +773,7 @@ impl Driver for BigQueryDriver {
         let mut by_table: BTreeMap<String, (Destination, Vec<(usize, &Delivery)>)> =
             BTreeMap::new();
         for (i, d) in batch.iter().enumerate() {
-            let destination = self.destination(&d.route);
+            let destination = self.destination(d);
             by_table
                 .entry(destination.table.clone())
                 .or_insert_with(|| (destination, Vec::new()))
@@ -691,20 +802,9 @@ impl Driver for BigQueryDriver {
     }
 }
 
-impl BigQueryDriver {
-    /// Starts the merger when a route is `mutable`.
-    pub fn start_merger(&self, policy: &DeliveryPolicy) {
-        if self
-            .destinations
-            .values()
-            .any(|d| d.mutability == Mutability::Mutable)
-        {
-            tokio::spawn(merger(
-                self.shared.clone(),
-                self.report.clone(),
-                self.stop.clone(),
-                policy.clone(),
-            ));
-        }
+impl Drop for BigQueryDriver {
+    /// The merger ends with its driver, however the replicator stopped.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

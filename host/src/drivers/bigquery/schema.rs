@@ -111,12 +111,33 @@ pub fn cell(column: &ColumnType, value: &Value) -> Value {
     }
 }
 
-/// BigQuery column names: letters, digits and `_`, not starting with a digit.
+/// Prefixes BigQuery reserves for its own columns.
+const RESERVED_PREFIXES: [&str; 5] = [
+    "_table_",
+    "_file_",
+    "_partition",
+    "_row_timestamp",
+    "_change_",
+];
+
+/// BigQuery column names: letters, digits and `_`, not starting with a digit or a prefix
+/// BigQuery reserves.
 pub fn column_name_ok(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
     !name.is_empty()
         && name.len() <= 300
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
+/// What is wrong with a table or dataset name (`what` says which), if anything: letters,
+/// digits and `_`, short enough for the `_current` and `_changes` the host adds.
+pub fn table_name_problem(what: &str, name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 1000
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (!ok).then(|| format!("\"{name}\" is not a BigQuery {what} name: letters, digits and '_' only"))
 }
 
 /// The columns the host adds to every row, per mode, after `id` and the record's fields.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::message::{Attribute, MAX_ATTRIBUTES, RECORD_ATTRIBUTES};
-use crate::delivery::Route;
 use crate::delivery::aws::AwsAccess;
+use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
 
 /// A queue as the config names it: by URL, or by name (resolved with GetQueueUrl).
@@ -95,14 +95,15 @@ pub struct SqsConfig {
 }
 
 impl SqsConfig {
-    /// The queue of a route: the one its entry names, else `queues[resource]`, else
-    /// `queueUrl`/`queueName`, else `defaultQueue`.
-    pub fn queue_for(&self, route: &Route) -> Option<QueueRef> {
+    /// The queue of a route's events of `resource` (the event's own, for a `*` route): the
+    /// one its entry names, else `queues[resource]`, else `queueUrl`/`queueName`, else
+    /// `defaultQueue`.
+    pub fn queue_for(&self, route: &Route, resource: &str) -> Option<QueueRef> {
         if route.named {
             return QueueRef::parse(&route.destination).ok();
         }
         self.queues
-            .get(&route.resource)
+            .get(resource)
             .or(self.queue.as_ref())
             .or(self.default_queue.as_ref())
             .cloned()
@@ -116,7 +117,9 @@ impl SqsConfig {
                 if let Err(e) = QueueRef::parse(&route.destination) {
                     problems.add(at, e);
                 }
-            } else if self.queue_for(route).is_none() {
+            } else if route.resource != ANY_RESOURCE
+                && self.queue_for(route, &route.resource).is_none()
+            {
                 problems.add(
                     at,
                     format!(
@@ -343,17 +346,17 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         let c = c.unwrap();
         assert_eq!(
-            c.queue_for(&route("orders", None)),
+            c.queue_for(&route("orders", None), "orders"),
             Some(QueueRef::Url(
                 "https://sqs.eu-west-1.amazonaws.com/1/orders.fifo".into()
             ))
         );
         assert_eq!(
-            c.queue_for(&route("users", None)),
+            c.queue_for(&route("users", None), "users"),
             Some(QueueRef::Name("general".into()))
         );
         assert_eq!(
-            c.queue_for(&route("users", Some("people.fifo"))),
+            c.queue_for(&route("users", Some("people.fifo")), "users"),
             Some(QueueRef::Name("people.fifo".into()))
         );
         assert!(!format!("{c:?}").contains("SK"), "{c:?}");

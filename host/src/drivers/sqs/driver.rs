@@ -11,7 +11,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::config::{QueueRef, SqsConfig};
+use super::config::{MessageGroup, QueueRef, SqsConfig};
 use super::message::{Message, Shape};
 use crate::delivery::{Route, aws, bounded};
 use crate::drivers::util::http::parse_retry_after;
@@ -49,6 +49,9 @@ const ACCESS_REFUSED: [&str; 14] = [
     "KmsInvalidState",
     "KmsOptInRequired",
 ];
+
+/// S3 codes after which no large body can be stored until someone fixes the bucket.
+const BUCKET_UNUSABLE: [&str; 3] = ["NoSuchBucket", "InvalidAccessKeyId", "AllAccessDisabled"];
 
 /// A queue as read from SQS.
 #[derive(Debug)]
@@ -248,7 +251,9 @@ impl SqsDriver {
             .send()
             .await
             .map_err(|err| DeliveryError {
-                kind: aws::error_kind(&err),
+                kind: aws::error_kind_with(&err, |c| {
+                    BUCKET_UNUSABLE.contains(&c) || ACCESS_REFUSED.contains(&c)
+                }),
                 message: format!(
                     "storing the {size}-byte body in s3://{}/{key}: {}",
                     large.bucket,
@@ -259,13 +264,13 @@ impl SqsDriver {
         Ok(message.offloaded(&large.bucket, &key))
     }
 
-    /// One SendMessageBatch; each entry gets SQS's verdict on it.
+    /// One SendMessageBatch: each entry's verdict, or the request's error.
     async fn send_batch(
         &self,
         reference: &QueueRef,
         queue: &Queue,
         entries: &[Entry],
-    ) -> Vec<EntryResult> {
+    ) -> Result<Vec<EntryResult>, DeliveryError> {
         self.count();
         let request = self
             .sqs
@@ -284,13 +289,10 @@ impl SqsDriver {
                 if error.kind == ErrorKind::Unavailable {
                     self.forget(reference);
                 }
-                return entries
-                    .iter()
-                    .map(|e| (e.index, Err(error.clone())))
-                    .collect();
+                return Err(error);
             }
         };
-        verdicts(entries, &answer, &queue.shown)
+        Ok(verdicts(entries, &answer, &queue.shown))
     }
 
     /// A batch request; one SQS refuses as a whole (not per entry) is sent again one entry
@@ -301,19 +303,24 @@ impl SqsDriver {
         queue: &Queue,
         entries: Vec<Entry>,
     ) -> Vec<EntryResult> {
-        let results = self.send_batch(reference, queue, &entries).await;
-        let whole_batch_refused = entries.len() > 1
-            && results
-                .iter()
-                .all(|(_, r)| matches!(r, Err(e) if e.kind == ErrorKind::Permanent));
-        if !whole_batch_refused {
-            return results;
+        let all = |entries: &[Entry], e: DeliveryError| -> Vec<EntryResult> {
+            entries.iter().map(|x| (x.index, Err(e.clone()))).collect()
+        };
+        match self.send_batch(reference, queue, &entries).await {
+            Ok(results) => results,
+            Err(e) if e.kind == ErrorKind::Permanent && entries.len() > 1 => {
+                let mut singles = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let one = std::slice::from_ref(&entry);
+                    match self.send_batch(reference, queue, one).await {
+                        Ok(r) => singles.extend(r),
+                        Err(e) => singles.extend(all(one, e)),
+                    }
+                }
+                singles
+            }
+            Err(e) => all(&entries, e),
         }
-        let mut singles = Vec::with_capacity(entries.len());
-        for entry in entries {
-            singles.extend(self.send_batch(reference, queue, &[entry]).await);
-        }
-        singles
     }
 
     /// The deliveries of one queue: messages made, packed into requests, sent.
@@ -351,11 +358,19 @@ impl SqsDriver {
                 .expect("a chunk was just pushed")
                 .push(Entry { index, message });
         }
+        // Groups that hold several keys keep their order across keys only if their requests
+        // go one after another.
+        let shared_groups = queue.fifo && self.config.message_group != MessageGroup::Key;
+        let parallelism = if shared_groups {
+            1
+        } else {
+            self.config.parallelism
+        };
         let sends: Vec<_> = chunks
             .into_iter()
             .map(|chunk| self.send_chunk(reference, &queue, chunk))
             .collect();
-        for sent in bounded(sends, self.config.parallelism).await {
+        for sent in bounded(sends, parallelism).await {
             results.extend(sent);
         }
         results
@@ -371,7 +386,10 @@ fn verdicts(entries: &[Entry], answer: &SendMessageBatchOutput, shown: &str) -> 
         by_id.insert(ok.id(), Ok(()));
     }
     for failed in &answer.failed {
-        let kind = if failed.sender_fault() {
+        let code = failed.code();
+        let kind = if QUEUE_MISSING.contains(&code) || ACCESS_REFUSED.contains(&code) {
+            ErrorKind::Unavailable
+        } else if failed.sender_fault() {
             ErrorKind::Permanent
         } else {
             ErrorKind::Transient
@@ -405,7 +423,7 @@ impl Driver for SqsDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
         let mut seen = Vec::new();
         for route in &self.routes {
-            if let Some(q) = self.config.queue_for(route)
+            if let Some(q) = self.config.queue_for(route, &route.resource)
                 && !seen.contains(&q)
             {
                 self.queue(&q).await?;
@@ -419,7 +437,7 @@ impl Driver for SqsDriver {
         let mut results: Vec<Result<(), DeliveryError>> = vec![Ok(()); batch.len()];
         let mut by_queue: BTreeMap<QueueRef, Vec<(usize, &Delivery)>> = BTreeMap::new();
         for (i, d) in batch.iter().enumerate() {
-            match self.config.queue_for(&d.route) {
+            match self.config.queue_for(&d.route, d.destination()) {
                 Some(q) => by_queue.entry(q).or_default().push((i, d)),
                 None => {
                     results[i] = Err(DeliveryError::permanent(format!(

@@ -39,8 +39,9 @@ impl DriverSpec for Sqs {
             .chain(config.queues.values())
             .chain(config.default_queue.iter())
             .map(ToString::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        queues.dedup();
         if queues.is_empty() {
             queues.push("queues named per resource".into());
         }
