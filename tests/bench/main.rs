@@ -438,9 +438,10 @@ async fn main() {
             let mut merged = String::new();
             if mode == "mutable" {
                 let count = format!("SELECT COUNT(*) AS c FROM `{}.{dataset}.users`", bq.project);
+                let want = total.to_string();
                 loop {
                     let rows = bq.query(&count).await;
-                    if rows[0]["c"] == total.to_string() {
+                    if rows[0]["c"].as_str() == Some(want.as_str()) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
