@@ -419,6 +419,7 @@ async fn main() {
             ("immutable", 10_000),
             ("mutable", 1_000),
             ("mutable", 10_000),
+            ("mutable", 50_000),
         ] {
             let dataset = replicator_tests::bigquery::Bq::unique_dataset("bench");
             let host = Host::start(&format!(
@@ -462,9 +463,10 @@ async fn main() {
                     })
                     .collect();
                 merged = format!(
-                    "; table complete after {:.2} s; {} MERGEs, the last {:.0} ms",
+                    "; table complete after {:.2} s; {} MERGEs, the first {:.0} ms, the last {:.0} ms",
                     start.elapsed().as_secs_f64(),
                     ms.len(),
+                    ms.first().copied().unwrap_or(0.0),
                     ms.last().copied().unwrap_or(0.0)
                 );
             }
