@@ -140,6 +140,22 @@ impl<'a> Section<'a> {
         self.typed(key, "a string", |v| v.as_str().map(str::to_string))
     }
 
+    /// An `http://` or `https://` URL (an endpoint), reported with secrets masked otherwise.
+    pub fn http_url(&mut self, key: &str) -> Option<String> {
+        let text = self.string(key)?;
+        if url::Url::parse(&text).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            return Some(text);
+        }
+        self.problem(
+            key,
+            format!(
+                "must be an http:// or https:// URL, found \"{}\"",
+                crate::redact::url(&text)
+            ),
+        );
+        None
+    }
+
     pub fn required_string(&mut self, key: &str) -> Option<String> {
         let s = self.string(key);
         match &s {

@@ -419,7 +419,6 @@ async fn main() {
             ("immutable", 10_000),
             ("mutable", 1_000),
             ("mutable", 10_000),
-            ("mutable", 50_000),
         ] {
             let dataset = replicator_tests::bigquery::Bq::unique_dataset("bench");
             let host = Host::start(&format!(

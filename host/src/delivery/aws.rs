@@ -70,19 +70,7 @@ impl AwsAccess {
     /// Reads s3db.js's `region` (default `us-east-1`), `endpoint` and `credentials`.
     pub fn parse(s: &mut Section) -> AwsAccess {
         let region = s.string("region").unwrap_or_else(|| "us-east-1".into());
-        let endpoint = s.string("endpoint").filter(|e| {
-            let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-            if !ok {
-                s.problem(
-                    "endpoint",
-                    format!(
-                        "must be an http:// or https:// URL, found \"{}\"",
-                        crate::redact::url(e)
-                    ),
-                );
-            }
-            ok
-        });
+        let endpoint = s.http_url("endpoint");
         let credentials = s.section("credentials").and_then(|mut c| {
             let access_key_id = c.required_string("accessKeyId");
             let secret_access_key = c.required_string("secretAccessKey");

@@ -238,7 +238,12 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
     let location = s.string("location").unwrap_or_else(|| "US".into());
     let credentials = match s.value("credentials") {
         None => Credentials::Default,
-        Some(Value::String(path)) => Credentials::KeyFile(PathBuf::from(path)),
+        Some(Value::String(path)) => {
+            if !std::path::Path::new(path).is_file() {
+                s.problem("credentials", format!("no key file {path}"));
+            }
+            Credentials::KeyFile(PathBuf::from(path))
+        }
         Some(key @ Value::Object(map)) => {
             for field in ["client_email", "private_key"] {
                 if !map.get(field).is_some_and(Value::is_string) {
@@ -258,13 +263,7 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
             Credentials::Default
         }
     };
-    let endpoint = s.string("endpoint").filter(|e| {
-        let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-        if !ok {
-            s.problem("endpoint", "must be an http:// or https:// URL");
-        }
-        ok
-    });
+    let endpoint = s.http_url("endpoint");
     let mutability = s
         .choice("mutability", &Mutability::NAMES)
         .and_then(Mutability::parse)
@@ -286,6 +285,12 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
         }
         // A value that does not fit is that record's error: never dropped without a word.
         sync.choice("onMismatch", &["error"]);
+        if sync.bool("dropMissingColumns") == Some(true) {
+            sync.problem(
+                "dropMissingColumns",
+                "would drop columns and their data; the host only adds columns",
+            );
+        }
         create_tables = enabled && sync.bool("autoCreateTable").unwrap_or(create_tables);
         create_columns = enabled && sync.bool("autoCreateColumns").unwrap_or(create_columns);
         sync.finish();
@@ -390,8 +395,16 @@ mod tests {
             json!({"projectId": "p`; DROP", "datasetId": "a-b", "schemaSync": {"strategy": "drop-create"}}),
         );
         assert!(
-            p.contains(&"config.projectId: is required".to_string()),
+            p[0].starts_with("config.projectId: \"p`; DROP\" is not a Google Cloud project id"),
             "{p:?}"
+        );
+        let (_, key) = parsed(json!({"datasetId": "d", "credentials": "/nowhere/key.json"}));
+        assert_eq!(
+            key,
+            [
+                "config.projectId: is required",
+                "config.credentials: no key file /nowhere/key.json"
+            ]
         );
         assert!(
             p.iter()

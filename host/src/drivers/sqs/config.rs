@@ -214,7 +214,7 @@ pub fn parse(s: &mut Section) -> Option<SqsConfig> {
     let large_payloads = s.section("largePayloads").and_then(|mut l| {
         let bucket = l.required_string("bucket");
         let prefix = l.string("prefix").unwrap_or_default();
-        let endpoint = l.string("endpoint");
+        let endpoint = l.http_url("endpoint");
         l.finish();
         let mut access = access.clone();
         if endpoint.is_some() {
