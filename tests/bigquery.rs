@@ -369,3 +369,61 @@ async fn rows_that_do_not_fit_are_dead_lettered_with_the_reason() {
     assert_eq!(rows[0]["note"], "hi");
     assert_eq!(rows[1]["qty"], "3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mismatch_widen_turns_an_int64_column_into_float64() {
+    let bq = Bq::connect();
+    let dataset = Bq::unique_dataset("widen");
+    bq.create(
+        "/datasets",
+        json!({"datasetReference": {"projectId": bq.project, "datasetId": dataset}}),
+    )
+    .await;
+    bq.create(
+        &format!("/datasets/{dataset}/tables"),
+        json!({
+            "tableReference": {"projectId": bq.project, "datasetId": dataset, "tableId": "events"},
+            "schema": {"fields": [{"name": "id", "type": "STRING"}, {"name": "qty", "type": "INT64"}]}
+        }),
+    )
+    .await;
+    let config = format!(
+        "replicators:\n{}",
+        bq_replicator(
+            &bq,
+            "bq",
+            &dataset,
+            "[events]",
+            "      schemaSync: {onMismatch: widen}\n"
+        )
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        insert("events", "a", json!({"qty": 3})),
+        insert("events", "b", json!({"qty": 3.5})),
+    ]))
+    .await;
+    host.drained("bq").await;
+    let dead = host.dead_letter_reasons("").await;
+    assert!(dead.is_empty(), "{dead:?}");
+    let table = bq.get(&format!("/datasets/{dataset}/tables/events")).await;
+    let qty = table["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "qty")
+        .unwrap()
+        .clone();
+    assert_eq!(qty["type"], "FLOAT64", "{table}");
+    let rows = bq
+        .query(&format!(
+            "SELECT id, qty FROM `{}.{dataset}.events` ORDER BY id",
+            bq.project
+        ))
+        .await;
+    let qty: Vec<f64> = rows
+        .iter()
+        .map(|r| r["qty"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(qty, [3.0, 3.5]);
+}

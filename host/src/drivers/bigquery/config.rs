@@ -82,6 +82,9 @@ pub struct BigQueryConfig {
     pub create_tables: bool,
     /// `schemaSync.autoCreateColumns`.
     pub create_columns: bool,
+    /// `schemaSync.onMismatch: widen`: an INT64 column that meets a fraction becomes FLOAT64
+    /// (the one widening BigQuery allows that s3db.js data needs); otherwise the record fails.
+    pub widen_columns: bool,
     /// ISO-8601 strings make TIMESTAMP columns (`detectTimestamps`).
     pub detect_timestamps: bool,
     /// `mutable`: merge staged changes this often...
@@ -272,7 +275,7 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
         .section("tableOptions")
         .map(table_options)
         .unwrap_or_default();
-    let (mut create_tables, mut create_columns) = (true, true);
+    let (mut create_tables, mut create_columns, mut widen_columns) = (true, true, false);
     if let Some(mut sync) = s.section("schemaSync") {
         let enabled = sync.bool("enabled").unwrap_or(true);
         match sync.choice("strategy", &["alter", "validate-only", "drop-create"]) {
@@ -283,8 +286,9 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
             Some("validate-only") => (create_tables, create_columns) = (false, false),
             _ => {}
         }
-        // A value that does not fit is that record's error: never dropped without a word.
-        sync.choice("onMismatch", &["error"]);
+        // A value that does not fit is that record's error, or widens its column: never
+        // dropped without a word.
+        widen_columns = sync.choice("onMismatch", &["error", "widen"]) == Some("widen");
         if sync.bool("dropMissingColumns") == Some(true) {
             sync.problem(
                 "dropMissingColumns",
@@ -313,6 +317,7 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
         table_options,
         create_tables,
         create_columns,
+        widen_columns,
         detect_timestamps,
         merge_interval,
         merge_rows,

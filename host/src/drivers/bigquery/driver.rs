@@ -514,6 +514,68 @@ impl Shared {
         Ok(catalog.tables[table].clone())
     }
 
+    /// Widens the columns of `table` that values of `rows` do not fit, where BigQuery allows
+    /// it (`onMismatch: widen`); the rest stay mismatches, each its record's error.
+    async fn widen_columns(
+        &self,
+        api: &Api,
+        catalog: &mut Catalog,
+        table: &str,
+        rows: &[Row<'_>],
+    ) -> Result<(), DeliveryError> {
+        let mut wider: BTreeMap<String, ColumnType> = BTreeMap::new();
+        for r in rows {
+            for (k, v) in &r.fields {
+                if let Some(column) = catalog.tables[table].get(k)
+                    && !schema::fits(column, v)
+                    && let Some(t) = schema::widened(column, v)
+                {
+                    wider.insert(k.clone(), t);
+                }
+            }
+        }
+        let c = &self.config;
+        let shown = self.table_sql(table);
+        for (name, column) in wider {
+            api.query(&format!(
+                "ALTER TABLE {shown} ALTER COLUMN `{name}` SET DATA TYPE {}",
+                column.sql()
+            ))
+            .await?;
+            api.count();
+            let mut current = api
+                .client
+                .table()
+                .get(&c.project_id, &c.dataset_id, table, None)
+                .await
+                .map_err(|e| client::error(&format!("table {shown}"), &e))?;
+            if let Some(field) = current
+                .schema
+                .fields
+                .get_or_insert_with(Vec::new)
+                .iter_mut()
+                .find(|f| f.name == name)
+                && ColumnType::from_field(&field.r#type) != column
+            {
+                field.r#type = column.field_type();
+                api.count();
+                api.client
+                    .table()
+                    .patch(&c.project_id, &c.dataset_id, table, current)
+                    .await
+                    .map_err(|e| client::error(&format!("widen column {name} of {shown}"), &e))?;
+            }
+            tracing::info!(table = %shown, column = %name, to = column.sql(), "column widened");
+            catalog
+                .tables
+                .get_mut(table)
+                .expect("read before")
+                .insert(name, column);
+            catalog.views.remove(table);
+        }
+        Ok(())
+    }
+
     /// Adds a NULLABLE column. Both the DDL and the schema patch: BigQuery takes either, the
     /// emulator needs both.
     async fn add_column(
@@ -567,9 +629,9 @@ impl Shared {
             rows,
             detect,
         );
+        let widen = self.config.widen_columns;
         if mutable {
-            let columns = self
-                .ensure_table(api, &mut catalog, table, &needed, None)
+            self.ensure_table(api, &mut catalog, table, &needed, None)
                 .await?;
             let target_host = schema::meta_columns(Mutability::AppendOnly, false);
             let target = needed_columns(&target_host, rows, detect);
@@ -581,11 +643,19 @@ impl Shared {
                 Some(destination),
             )
             .await?;
-            return Ok(columns);
+            if widen {
+                self.widen_columns(api, &mut catalog, table, rows).await?;
+                self.widen_columns(api, &mut catalog, &destination.table, rows)
+                    .await?;
+            }
+            return Ok(catalog.tables[table].clone());
         }
-        let columns = self
-            .ensure_table(api, &mut catalog, table, &needed, Some(destination))
+        self.ensure_table(api, &mut catalog, table, &needed, Some(destination))
             .await?;
+        if widen {
+            self.widen_columns(api, &mut catalog, table, rows).await?;
+        }
+        let columns = catalog.tables[table].clone();
         if !catalog.views.contains(table) {
             let view = self.table_sql(&format!("{table}_current"));
             api.query(&format!(

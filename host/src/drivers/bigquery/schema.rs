@@ -102,6 +102,17 @@ pub fn fits(column: &ColumnType, value: &Value) -> bool {
     }
 }
 
+/// The type a column must become to hold `value`, when BigQuery can widen it so (INT64 to
+/// FLOAT64, for a number with a fraction).
+pub fn widened(column: &ColumnType, value: &Value) -> Option<ColumnType> {
+    match (column, value) {
+        (ColumnType::Int64, Value::Number(n)) if n.is_f64() && exact_in_double(n) => {
+            Some(ColumnType::Float64)
+        }
+        _ => None,
+    }
+}
+
 /// The value as insertAll takes it: JSON columns as text (BigQuery parses it).
 pub fn cell(column: &ColumnType, value: &Value) -> Value {
     match (column, value) {
