@@ -4,9 +4,11 @@
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::get;
-use axum::{Router, middleware};
+use axum::{Router, ServiceExt, middleware};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -40,6 +42,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     )
     .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
     .with_state(state)
+}
+
+/// The router as served: a trailing `/` is ignored (s3db.js's webhook driver posts to
+/// `/v1/events/`), before routing, so the description's paths stay the only ones.
+pub fn service(router: Router) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 
 /// The description lists the route that serves it too.
@@ -99,7 +107,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         telemetry,
         shutdown: shutdown.clone(),
     });
-    axum::serve(listener, router(state.clone()))
+    let app =
+        ServiceExt::<axum::extract::Request>::into_make_service(service(router(state.clone())));
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             shutdown.cancel();
@@ -162,6 +172,23 @@ mod tests {
         }
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_trailing_slash_reaches_the_same_route() {
+        let (app, _dir) = app().await;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/events/")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"resource":"users","action":"insert","id":"u1","data":{"id":"u1"}}"#,
+            ))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(service(app), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
 
     /// The description and the router agree: every documented operation is routed (answered
