@@ -184,19 +184,24 @@ impl SqsDriver {
             SdkError::ServiceError(s) => s.err().code(),
             _ => None,
         };
-        let hint = match code {
-            Some(c) if QUEUE_MISSING.contains(&c) => {
-                ": the queue does not exist; create it or correct the queue option (waiting for it)"
-            }
-            Some(c) if ACCESS_REFUSED.contains(&c) => {
+        let missing = code.is_some_and(|c| QUEUE_MISSING.contains(&c));
+        // Any refusal of who we are (an expired token, a skewed clock...) is waited out too.
+        let refused = code.is_some_and(|c| ACCESS_REFUSED.contains(&c))
+            || matches!(aws::status(&e), Some(401 | 403));
+        let (kind, hint) = if missing {
+            (
+                ErrorKind::Unavailable,
+                ": the queue does not exist; create it or correct the queue option (waiting for it)",
+            )
+        } else if refused {
+            (
+                ErrorKind::Unavailable,
                 ": the credentials are refused or may not use this queue (sqs:GetQueueUrl, \
-                 sqs:GetQueueAttributes, sqs:SendMessage; kms:GenerateDataKey for encrypted queues)"
-            }
-            _ => "",
+                 sqs:GetQueueAttributes, sqs:SendMessage; kms:GenerateDataKey for encrypted queues)",
+            )
+        } else {
+            (aws::error_kind(&e), "")
         };
-        let kind = aws::error_kind_with(&e, |c| {
-            QUEUE_MISSING.contains(&c) || ACCESS_REFUSED.contains(&c)
-        });
         let retry_after = match &e {
             SdkError::ServiceError(s) => s
                 .raw()
