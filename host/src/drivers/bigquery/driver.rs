@@ -177,7 +177,24 @@ impl BigQueryDriver {
                 Err(e) => verdicts.push((index, Err(e))),
             }
         }
-        let columns = match s.ensure_columns(api, destination, &table, &rows).await {
+        let mut columns = s.ensure_columns(api, destination, &table, &rows).await;
+        if matches!(&columns, Err(e) if e.kind == ErrorKind::Permanent) && rows.len() > 1 {
+            // A column BigQuery refuses fails the rows that carry its field, not the others:
+            // each row on its own (the columns added so far are known, so this is cheap).
+            let mut kept = Vec::with_capacity(rows.len());
+            for r in rows {
+                match s
+                    .ensure_columns(api, destination, &table, std::slice::from_ref(&r))
+                    .await
+                {
+                    Ok(_) => kept.push(r),
+                    Err(e) => verdicts.push((r.index, Err(e))),
+                }
+            }
+            rows = kept;
+            columns = s.ensure_columns(api, destination, &table, &rows).await;
+        }
+        let columns = match columns {
             Ok(c) => c,
             Err(e) => {
                 verdicts.extend(rows.iter().map(|r| (r.index, Err(e.clone()))));
