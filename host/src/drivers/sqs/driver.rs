@@ -314,6 +314,9 @@ impl SqsDriver {
         match self.send_batch(reference, queue, &entries).await {
             Ok(results) => results,
             Err(e) if e.kind == ErrorKind::Permanent && entries.len() > 1 => {
+                // The queue may have changed (a smaller MaximumMessageSize): read it again
+                // for the next batches.
+                self.forget(reference);
                 let mut singles = Vec::with_capacity(entries.len());
                 for entry in entries {
                     let one = std::slice::from_ref(&entry);
