@@ -1,10 +1,12 @@
 //! replicator: the replication host for s3db.
 //!
-//! An event's path through the host: `intake` (HTTP) -> `journal` (durable, ordered) ->
-//! `pipeline` (routing, batching, retries, dead letters) -> `drivers` (destinations).
+//! An event's path through the host: `intake` (HTTP) or `capture` (read from the bucket) ->
+//! `journal` (durable, ordered) -> `pipeline` (routing, batching, retries, dead letters) ->
+//! `drivers` (destinations).
 //! `admin` serves monitoring; `config` reads the config file; `cli` is the command line.
 
 pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -12,6 +12,7 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::capture::Sources;
 use crate::config::Config;
 use crate::http::{ApiDoc, AppState, require_token};
 use crate::journal::Journal;
@@ -79,6 +80,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let journal = Journal::open(&config.journal.path, config.journal.cache_bytes as usize)?;
     let telemetry = Arc::new(Telemetry::new(config.verbose));
     let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone()).await?;
+    let sources = Sources::start(
+        &config.sources,
+        journal.clone(),
+        telemetry.clone(),
+        config.journal.max_bytes,
+    );
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -104,6 +111,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         journal,
         pipeline,
+        sources,
         telemetry,
         shutdown: shutdown.clone(),
     });
@@ -115,6 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         })
         .await?;
+    state.sources.shutdown().await;
     state.pipeline.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -148,6 +157,7 @@ mod tests {
             .await
             .unwrap();
         let state = Arc::new(AppState {
+            sources: Sources::start(&[], journal.clone(), telemetry.clone(), u64::MAX),
             config,
             journal,
             pipeline,

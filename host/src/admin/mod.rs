@@ -16,6 +16,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use crate::capture::stats::{Captured, PassReport, SourceState};
 use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, FeatureRouter};
 use crate::journal::{Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus};
 use crate::pipeline::telemetry::{MonitorEvent, State as ReplicatorState, lag_seconds};
@@ -77,13 +78,35 @@ pub struct JournalStatus {
     pub max_bytes: u64,
 }
 
+/// A change capture source (`sources` in the config).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub id: String,
+    /// `notifications`, `poll` or `notifications+poll`.
+    pub mode: &'static str,
+    pub state: SourceState,
+    /// Changes journaled, by action.
+    pub captured: Captured,
+    /// What it looked at and did not journal, by reason (`unchanged`, `stale`,
+    /// `not_a_record`, `plugin_resource`...).
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// From the last captured change's last-modified time to its being durable.
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+    /// The last complete polling pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<PassReport>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     pub replicators: Vec<ReplicatorStatus>,
+    pub sources: Vec<SourceStatus>,
     pub journal: JournalStatus,
 }
 
-/// Where every replicator stands, and the journal.
+/// Where every replicator and every change capture source stands, and the journal.
 #[utoipa::path(get, path = "/v1/status", tag = "admin",
     responses((status = 200, body = Status), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
     security((), ("bearer" = [])))]
@@ -119,8 +142,24 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
             destination_health,
         });
     }
+    let sources = app
+        .sources
+        .handles()
+        .iter()
+        .map(|h| SourceStatus {
+            id: h.id.clone(),
+            mode: h.mode,
+            state: h.stats.state(),
+            captured: h.stats.captured(),
+            skipped: h.stats.skipped(),
+            lag_seconds: h.stats.lag_seconds(),
+            last_error: h.stats.last_error(),
+            last_pass: h.stats.last_pass(),
+        })
+        .collect();
     Ok(Json(Status {
         replicators,
+        sources,
         journal: JournalStatus {
             head,
             oldest_retained: app.journal.first_retained().await?,

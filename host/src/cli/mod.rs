@@ -534,6 +534,37 @@ fn print_status(status: &serde_json::Value) {
             r["lastError"].as_str().unwrap_or("-"),
         );
     }
+    let sources = status["sources"].as_array().cloned().unwrap_or_default();
+    if !sources.is_empty() {
+        println!(
+            "\n{:<24} {:<18} {:<9} {:>9} {:>9} {:>9} {:>9} {:>8}  last error",
+            "source", "mode", "state", "inserts", "updates", "deletes", "skipped", "lag s"
+        );
+    }
+    for s in &sources {
+        let skipped: u64 = s["skipped"]
+            .as_object()
+            .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+            .unwrap_or(0);
+        println!(
+            "{:<24} {:<18} {:<9} {:>9} {:>9} {:>9} {:>9} {:>8.1}  {}",
+            s["id"].as_str().unwrap_or(""),
+            s["mode"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            s["captured"]["insert"].as_u64().unwrap_or(0),
+            s["captured"]["update"].as_u64().unwrap_or(0),
+            s["captured"]["delete"].as_u64().unwrap_or(0),
+            skipped,
+            s["lagSeconds"].as_f64().unwrap_or(0.0),
+            s["lastError"].as_str().unwrap_or("-"),
+        );
+        if let Some(p) = s.get("lastPass").filter(|p| p.is_object()) {
+            println!(
+                "{:<24} last pass: {} objects, {} changes, {} requests, {:.2} s",
+                "", p["objects"], p["changes"], p["requests"], p["seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     let j = &status["journal"];
     println!(
         "journal: head {} oldest kept {} ({} bytes undelivered)",

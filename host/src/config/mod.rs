@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, RetryStrategy};
+use crate::capture::SourceConfig;
 use crate::delivery::{ActionSet, Route};
 use crate::drivers::s3db::S3dbConfig;
 pub use crate::drivers::{DriverConfig, DriverKind};
@@ -87,6 +88,8 @@ pub struct Config {
     pub log_errors: bool,
     pub plugins: PluginsConfig,
     pub replicators: Vec<ReplicatorConfig>,
+    /// s3db databases whose changes the host reads from the bucket itself.
+    pub sources: Vec<SourceConfig>,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             log_errors: true,
             plugins: PluginsConfig::default(),
             replicators: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -253,8 +257,39 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
         ),
         None => {}
     }
+    if let Some(v) = root.value("sources") {
+        config.sources = crate::capture::config::parse(v, problems);
+        refuse_loops(&config, problems);
+    }
     root.finish();
     Some(config)
+}
+
+/// A source whose database an s3db replicator writes the captured resources back into would
+/// capture its own writes forever.
+fn refuse_loops(config: &Config, problems: &Problems) {
+    for (i, source) in config.sources.iter().enumerate() {
+        for r in &config.replicators {
+            let DriverConfig::S3db(target) = &r.driver_config else {
+                continue;
+            };
+            let looping = target.connection.same_database(&source.connection)
+                && r.routes
+                    .iter()
+                    .any(|route| route.resource == ANY_RESOURCE || source.captures(&route.resource));
+            if looping {
+                problems.add(
+                    join(&index("sources", i), "connectionString"),
+                    format!(
+                        "replicator \"{}\" writes the resources this source captures into the same database: \
+                         every change would be captured again, forever; capture another database or \
+                         narrow one of the resources lists",
+                        r.id
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn server(s: &mut Section, out: &mut ServerConfig) {

@@ -5,6 +5,7 @@
 pub mod aws;
 mod policy;
 mod route;
+pub mod sqs;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,6 +27,7 @@ pub struct AppState {
     pub config: Config,
     pub journal: Arc<Journal>,
     pub pipeline: Pipeline,
+    pub sources: crate::capture::Sources,
     pub telemetry: Arc<Telemetry>,
     /// Cancelled at shutdown so long-lived responses (the SSE stream) end.
     pub shutdown: CancellationToken,

@@ -2,6 +2,7 @@
 //! crash-safe redb file. All writes go through one writer thread that commits everything
 //! waiting in a single fsynced transaction (group commit); reads run concurrently.
 
+pub mod observed;
 pub mod records;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{BackfillTag, Event, StoredEvent};
+pub use observed::{Observation, Observed, Outcome, Seen};
 pub use records::{
     Attempt, Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus,
 };
@@ -150,6 +152,8 @@ impl Journal {
                 tx.open_table(t)?;
             }
             tx.open_table(CURSORS)?;
+            tx.open_table(observed::OBSERVED)?;
+            tx.open_table(observed::CAPTURE_POSITIONS)?;
             fill_dead_letter_counts(&tx)?;
             let meta = tx.open_table(META)?;
             let get = |k: &str| -> Result<u64, JournalError> {

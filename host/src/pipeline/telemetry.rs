@@ -17,6 +17,24 @@ pub struct ReplicatorLabel {
     pub replicator: String,
 }
 
+/// A change capture source (`sources[].id`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceActionLabel {
+    pub source: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceReasonLabel {
+    pub source: String,
+    pub reason: String,
+}
+
 type Latency = Family<ReplicatorLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -40,6 +58,12 @@ pub struct Metrics {
     pub destination_call: Latency,
     pub destination_requests: Family<ReplicatorLabel, Counter>,
     pub plugin_requests_denied: crate::plugins::egress::DeniedRequests,
+    pub captured: Family<SourceActionLabel, Counter>,
+    pub capture_skipped: Family<SourceReasonLabel, Counter>,
+    pub capture_lag: Family<SourceLabel, Histogram, fn() -> Histogram>,
+    pub capture_errors: Family<SourceLabel, Counter>,
+    pub capture_requests: Family<SourceLabel, Counter>,
+    pub capture_pass_seconds: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -58,6 +82,43 @@ impl Default for Metrics {
         let destination_call: Latency = Family::new_with_constructor(latency_histogram);
         let destination_requests = Family::default();
         let plugin_requests_denied = crate::plugins::egress::DeniedRequests::default();
+        let captured = Family::default();
+        let capture_skipped = Family::default();
+        let capture_lag: Family<SourceLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let capture_errors = Family::default();
+        let capture_requests = Family::default();
+        let capture_pass_seconds = Family::default();
+        registry.register(
+            "capture_changes",
+            "Changes read from a source's bucket and made durable in the journal",
+            captured.clone(),
+        );
+        registry.register(
+            "capture_skipped",
+            "Notifications and objects a source looked at and did not journal, by reason",
+            capture_skipped.clone(),
+        );
+        registry.register(
+            "capture_lag_seconds",
+            "Time from an object's last-modified time (a deletion's notification) to its change being durable",
+            capture_lag.clone(),
+        );
+        registry.register(
+            "capture_errors",
+            "Rounds of a source that failed (bucket, queue or journal); it tries again",
+            capture_errors.clone(),
+        );
+        registry.register(
+            "capture_requests",
+            "Requests a source made to S3 and SQS",
+            capture_requests.clone(),
+        );
+        registry.register(
+            "capture_poll_pass_seconds",
+            "Duration of a source's last complete polling pass",
+            capture_pass_seconds.clone(),
+        );
         registry.register(
             "events_accepted",
             "Events made durable by intake",
@@ -125,6 +186,12 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            captured,
+            capture_skipped,
+            capture_lag,
+            capture_errors,
+            capture_requests,
+            capture_pass_seconds,
             destination_requests,
             plugin_requests_denied,
             accepted,
@@ -158,7 +225,12 @@ pub struct MonitorEvent {
     /// The SSE event name: `replicated`, `replicator_error`, `dead_lettered`, `redriven`...
     #[serde(skip)]
     pub name: &'static str,
+    /// Empty for an event about a change capture source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub replicator: String,
+    /// The change capture source an event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,12 +251,23 @@ impl MonitorEvent {
         MonitorEvent {
             name,
             replicator: replicator.to_string(),
+            source: None,
             resource: None,
             operation: None,
             id: None,
             sequence: None,
             attempt: None,
             error: Some(error),
+        }
+    }
+}
+
+impl MonitorEvent {
+    /// A change capture source cannot make progress (`source_error`).
+    pub fn source_error(source: &str, error: String) -> Self {
+        MonitorEvent {
+            source: Some(source.to_string()),
+            ..MonitorEvent::replicator_wide("source_error", "", error)
         }
     }
 }

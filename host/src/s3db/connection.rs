@@ -154,6 +154,22 @@ impl Connection {
         self
     }
 
+    /// Whether both name the same database: the same bucket on the same server, or the same
+    /// directory, and the same prefix.
+    pub fn same_database(&self, other: &Connection) -> bool {
+        let place = match (&self.location, &other.location) {
+            (Location::S3 { bucket: a, access: x }, Location::S3 { bucket: b, access: y }) => {
+                a == b && x.endpoint == y.endpoint
+            }
+            (Location::File { dir: a }, Location::File { dir: b }) => {
+                let canonical = |d: &PathBuf| d.canonicalize().unwrap_or_else(|_| d.clone());
+                canonical(a) == canonical(b)
+            }
+            _ => false,
+        };
+        place && self.prefix == other.prefix
+    }
+
     /// `prefix/key`, or `key` without a prefix.
     pub fn key(&self, key: &str) -> String {
         if self.prefix.is_empty() {

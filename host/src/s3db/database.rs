@@ -10,7 +10,8 @@ use super::codec::{EncodeError, definition_for};
 use super::connection::Connection;
 use super::record::{self, lookup};
 use super::schema::{Behavior, Catalog, CatalogError, Resource, ResourceEntry};
-use super::store::{Put, Store, StoreError};
+use super::store::{Put, Stamp, Store, StoreError};
+use sha2::{Digest, Sha256};
 use crate::delivery::ErrorKind;
 
 const CATALOG: &str = "s3db.json";
@@ -35,6 +36,38 @@ impl From<EncodeError> for S3dbError {
     fn from(e: EncodeError) -> Self {
         S3dbError::Record(e.0)
     }
+}
+
+/// What an object key is in an s3db database's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Record { resource: String, id: String },
+    /// `s3db.json`.
+    Catalog,
+    PartitionReference,
+    PluginStorage,
+    /// Under the database's prefix, not s3db's (the pre-5.2 layout, other files).
+    Other,
+    /// Outside the database's prefix.
+    Outside,
+}
+
+/// A record as stored now.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// As s3db.js would return it, with `id`.
+    pub data: Value,
+    /// SHA-256 of the stored metadata and body: the same for the same stored content.
+    pub digest: String,
+    pub stamp: Stamp,
+}
+
+#[derive(Debug, Clone)]
+pub enum RecordRead {
+    Found(StoredRecord),
+    Missing,
+    /// `s3db.json` has no such resource.
+    UnknownResource,
 }
 
 pub struct Database {
@@ -81,6 +114,102 @@ impl Database {
     pub fn resource(&self, name: &str) -> Option<Result<Resource, S3dbError>> {
         let found = self.catalog.read().expect("catalog lock").resource(name);
         found.map(|r| r.map_err(|e| self.catalog_error(e)))
+    }
+
+    pub fn is_plugin_resource(&self, name: &str) -> bool {
+        self.catalog
+            .read()
+            .expect("catalog lock")
+            .is_plugin_resource(name)
+    }
+
+    /// What `key` (a full object key) is in this database's layout.
+    pub fn classify(&self, key: &str) -> KeyKind {
+        let inner = if self.conn.prefix.is_empty() {
+            Some(key)
+        } else {
+            key.strip_prefix(self.conn.prefix.as_str())
+                .and_then(|k| k.strip_prefix('/'))
+        };
+        let Some(inner) = inner else {
+            return KeyKind::Outside;
+        };
+        if inner == CATALOG {
+            return KeyKind::Catalog;
+        }
+        if inner.starts_with("plugin=") {
+            return KeyKind::PluginStorage;
+        }
+        let Some((resource, rest)) = inner
+            .strip_prefix("resource=")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return KeyKind::Other;
+        };
+        if let Some(id) = rest.strip_prefix("data/id=")
+            && !id.is_empty()
+            && !id.contains('/')
+        {
+            return KeyKind::Record {
+                resource: resource.to_string(),
+                id: id.to_string(),
+            };
+        }
+        if rest.starts_with("partition=") {
+            KeyKind::PartitionReference
+        } else if rest.starts_with("plugin=") {
+            KeyKind::PluginStorage
+        } else {
+            KeyKind::Other
+        }
+    }
+
+    /// Reads a record as it is stored now, decoded with the definition of the version it was
+    /// written with (`_v`); `s3db.json` is read again when it names a resource or version this
+    /// host has not seen yet (another writer changed the schema).
+    pub async fn read_record(&self, resource: &str, id: &str) -> Result<RecordRead, S3dbError> {
+        let Some(object) = self.store.get(&self.record_key(resource, id)).await? else {
+            return Ok(RecordRead::Missing);
+        };
+        let version = object
+            .metadata
+            .get("_v")
+            .and_then(|v| super::transport::decode(v).flatten());
+        let definition = |db: &Database| {
+            let catalog = db.catalog.read().expect("catalog lock");
+            match &version {
+                Some(v) => catalog.resource_at(resource, v),
+                None => catalog.resource(resource),
+            }
+        };
+        let mut found = definition(self);
+        if !matches!(found, Some(Ok(_))) {
+            self.reload().await?;
+            found = definition(self);
+        }
+        let definition = match found {
+            None => return Ok(RecordRead::UnknownResource),
+            Some(Ok(r)) => r,
+            // A version s3db.json no longer holds: s3db.js reads such records with the
+            // current definition, and so do we.
+            Some(Err(_)) => match self.resource(resource) {
+                Some(r) => r?,
+                None => return Ok(RecordRead::UnknownResource),
+            },
+        };
+        let mut digest = Sha256::new();
+        for (k, v) in &object.metadata {
+            digest.update(k.as_bytes());
+            digest.update([0]);
+            digest.update(v.as_bytes());
+            digest.update([0]);
+        }
+        digest.update(&object.body);
+        Ok(RecordRead::Found(StoredRecord {
+            data: record::decode(&definition, id, &object.metadata, &object.body),
+            digest: format!("{:x}", digest.finalize()),
+            stamp: object.stamp,
+        }))
     }
 
     /// Makes sure `name` exists and has attributes for every field of `samples`; new ones are
@@ -336,7 +465,7 @@ impl Database {
         let keys = self.store.list(&prefix, start.as_deref(), max).await?;
         Ok(keys
             .into_iter()
-            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .filter_map(|k| k.key.strip_prefix(&prefix).map(str::to_string))
             .collect())
     }
 }

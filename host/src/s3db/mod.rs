@@ -12,5 +12,5 @@ pub mod store;
 pub mod transport;
 
 pub use connection::Connection;
-pub use database::{Database, S3dbError};
+pub use database::{Database, KeyKind, RecordRead, S3dbError, StoredRecord};
 pub use schema::{Behavior, Resource};

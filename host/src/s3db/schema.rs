@@ -163,9 +163,19 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// Reads `resources[name]` of an `s3db.json` document.
+    /// Reads `resources[name]` of an `s3db.json` document, as its current version describes it.
     pub fn from_catalog(name: &str, entry: &ResourceEntry) -> Result<Resource, CatalogError> {
-        let version = entry.current_version.clone();
+        Resource::at_version(name, entry, &entry.current_version)
+    }
+
+    /// As [`Resource::from_catalog`], as version `version` describes it (records keep the
+    /// version they were written with in `_v`).
+    pub fn at_version(
+        name: &str,
+        entry: &ResourceEntry,
+        version: &str,
+    ) -> Result<Resource, CatalogError> {
+        let version = version.to_string();
         let def = entry
             .versions
             .get(&version)
@@ -291,6 +301,24 @@ impl Catalog {
         self.resources
             .get(name)
             .map(|e| Resource::from_catalog(name, e))
+    }
+
+    /// The resource as `version` describes it; `None` when the resource is unknown.
+    pub fn resource_at(&self, name: &str, version: &str) -> Option<Result<Resource, CatalogError>> {
+        self.resources
+            .get(name)
+            .map(|e| Resource::at_version(name, e, version))
+    }
+
+    /// Resources s3db.js plugins made for themselves (`plg_` names, `createdBy` a plugin).
+    pub fn is_plugin_resource(&self, name: &str) -> bool {
+        name.starts_with("plg_")
+            || self.resources.get(name).is_some_and(|e| {
+                e.extra
+                    .get("createdBy")
+                    .and_then(Value::as_str)
+                    .is_some_and(|by| by != "user")
+            })
     }
 
     /// Adds attributes for new fields (creating the resource if needed): each new path takes

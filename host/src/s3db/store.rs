@@ -48,6 +48,24 @@ impl StoreError {
 pub struct Object {
     pub metadata: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    pub stamp: Stamp,
+}
+
+/// What tells one write of an object from another, as listing and reading report it: on S3
+/// the ETag, size and last-modified time; in a directory the sizes and modification times of
+/// the body file and its sidecar. Change capture compares stamps to find what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub fingerprint: String,
+    /// Milliseconds since the epoch (S3 keeps whole seconds).
+    pub last_modified_ms: i64,
+}
+
+/// A key found by listing, with its stamp.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub stamp: Stamp,
 }
 
 /// `put` with `create_only` found the key taken.
@@ -153,6 +171,11 @@ impl Store {
             Backend::S3 { client, bucket } => {
                 match client.get_object().bucket(bucket).key(key).send().await {
                     Ok(out) => {
+                        let stamp = s3_stamp(
+                            out.e_tag(),
+                            out.content_length().unwrap_or(0),
+                            out.last_modified(),
+                        );
                         let metadata = out
                             .metadata()
                             .cloned()
@@ -166,6 +189,7 @@ impl Store {
                         Ok(Some(Object {
                             metadata,
                             body: body.into_bytes().to_vec(),
+                            stamp,
                         }))
                     }
                     Err(e) if aws::status(&e) == Some(404) => Ok(None),
@@ -179,6 +203,7 @@ impl Store {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(self.io_error("read", key, e)),
                 };
+                let stamp = file_stamp(&path).await.unwrap_or_default();
                 let sidecar = tokio::fs::read(sidecar_of(&path)).await.unwrap_or_default();
                 let meta: Value = serde_json::from_slice(&sidecar).unwrap_or(Value::Null);
                 let metadata = meta["metadata"]
@@ -189,7 +214,11 @@ impl Store {
                             .collect()
                     })
                     .unwrap_or_default();
-                Ok(Some(Object { metadata, body }))
+                Ok(Some(Object {
+                    metadata,
+                    body,
+                    stamp,
+                }))
             }
         }
     }
@@ -218,13 +247,13 @@ impl Store {
         }
     }
 
-    /// Keys under `prefix`, in order, after `start_after`, at most `max`.
+    /// Keys under `prefix`, in order, after `start_after`, at most `max`, with their stamps.
     pub async fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         max: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Listed>, StoreError> {
         self.count();
         match &self.backend {
             Backend::S3 { client, bucket } => {
@@ -243,7 +272,12 @@ impl Store {
                 Ok(out
                     .contents()
                     .iter()
-                    .filter_map(|o| o.key().map(str::to_string))
+                    .filter_map(|o| {
+                        Some(Listed {
+                            key: o.key()?.to_string(),
+                            stamp: s3_stamp(o.e_tag(), o.size().unwrap_or(0), o.last_modified()),
+                        })
+                    })
                     .collect())
             }
             Backend::File { dir } => {
@@ -282,6 +316,50 @@ impl Store {
             _ => ErrorKind::Transient,
         };
         StoreError::new(kind, format!("{op} {key} in {}: {e}", self.shown)).caused_by(e)
+    }
+}
+
+fn s3_stamp(
+    etag: Option<&str>,
+    size: i64,
+    last_modified: Option<&aws_smithy_types::DateTime>,
+) -> Stamp {
+    let last_modified_ms = last_modified
+        .and_then(|t| t.to_millis().ok())
+        .unwrap_or(0);
+    Stamp {
+        fingerprint: format!(
+            "{}/{size}/{last_modified_ms}",
+            etag.unwrap_or_default().trim_matches('"')
+        ),
+        last_modified_ms,
+    }
+}
+
+/// The stamp of a body file and its sidecar (a metadata-only change rewrites just the sidecar).
+async fn file_stamp(path: &Path) -> std::io::Result<Stamp> {
+    let body = tokio::fs::metadata(path).await?;
+    let sidecar = tokio::fs::metadata(sidecar_of(path)).await.ok();
+    Ok(stamp_of(&body, sidecar.as_ref()))
+}
+
+fn stamp_of(body: &std::fs::Metadata, sidecar: Option<&std::fs::Metadata>) -> Stamp {
+    let nanos = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    let latest = nanos(body).max(sidecar.map_or(0, nanos));
+    Stamp {
+        fingerprint: format!(
+            "{}/{}/{}/{}",
+            body.len(),
+            nanos(body),
+            sidecar.map_or(0, |m| m.len()),
+            sidecar.map_or(0, nanos)
+        ),
+        last_modified_ms: (latest / 1_000_000) as i64,
     }
 }
 
@@ -345,7 +423,7 @@ fn list_files(
     prefix: &str,
     after: Option<&str>,
     max: usize,
-) -> std::io::Result<Vec<String>> {
+) -> std::io::Result<Vec<Listed>> {
     // Walk only the directory the prefix names, then filter by the rest of it.
     let start = match prefix.rfind('/') {
         Some(i) => dir.join(&prefix[..i]),
@@ -381,5 +459,20 @@ fn list_files(
     }
     keys.sort();
     keys.truncate(max);
-    Ok(keys)
+    let mut listed = Vec::with_capacity(keys.len());
+    for key in keys {
+        let path = dir.join(&key);
+        let body = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // Deleted since the walk: no longer there to list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let sidecar = std::fs::metadata(sidecar_of(&path)).ok();
+        listed.push(Listed {
+            stamp: stamp_of(&body, sidecar.as_ref()),
+            key,
+        });
+    }
+    Ok(listed)
 }

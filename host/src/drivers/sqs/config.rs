@@ -6,53 +6,9 @@ use std::collections::BTreeMap;
 
 use super::message::{Attribute, MAX_ATTRIBUTES, RECORD_ATTRIBUTES};
 use crate::delivery::aws::AwsAccess;
+pub use crate::delivery::sqs::QueueRef;
 use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
-
-/// A queue as the config names it: by URL, or by name (resolved with GetQueueUrl).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum QueueRef {
-    Url(String),
-    Name(String),
-}
-
-impl QueueRef {
-    /// A URL (`http(s)://...`) or a queue name: up to 80 letters, digits, `-` and `_`, with
-    /// `.fifo` at the end of FIFO queues.
-    pub fn parse(text: &str) -> Result<QueueRef, String> {
-        if text.starts_with("http://") || text.starts_with("https://") {
-            return match url::Url::parse(text) {
-                Ok(u) if u.path().len() > 1 => Ok(QueueRef::Url(text.to_string())),
-                _ => Err(format!(
-                    "\"{}\" is not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)",
-                    crate::redact::url(text)
-                )),
-            };
-        }
-        let stem = text.strip_suffix(".fifo").unwrap_or(text);
-        if stem.is_empty()
-            || text.len() > 80
-            || !stem
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "\"{text}\" is neither a queue URL nor a queue name (up to 80 letters, digits, \
-                 '-' and '_', ending in .fifo for a FIFO queue)"
-            ));
-        }
-        Ok(QueueRef::Name(text.to_string()))
-    }
-}
-
-impl std::fmt::Display for QueueRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            QueueRef::Url(u) => f.write_str(&crate::redact::url(u)),
-            QueueRef::Name(n) => write!(f, "queue \"{n}\""),
-        }
-    }
-}
 
 /// The FIFO message group of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]

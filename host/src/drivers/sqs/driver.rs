@@ -13,6 +13,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::config::{MessageGroup, QueueRef, SqsConfig};
 use super::message::{Message, Shape};
+use crate::delivery::sqs::{self, Unusable};
 use crate::delivery::{Route, aws, bounded};
 use crate::drivers::util::http::parse_retry_after;
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver, ErrorKind};
@@ -26,29 +27,6 @@ const KEY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// Error codes after which the queue is not usable as configured: waited out, no attempts
-/// spent, until someone creates the queue or fixes the credentials or the key policy.
-const QUEUE_MISSING: [&str; 2] = [
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-];
-const ACCESS_REFUSED: [&str; 14] = [
-    "AccessDenied",
-    "AccessDeniedException",
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "ExpiredToken",
-    "InvalidSecurity",
-    "KmsAccessDenied",
-    "KmsDisabled",
-    "KmsNotFound",
-    "KmsInvalidState",
-    "KmsOptInRequired",
-];
 
 /// S3 codes after which no large body can be stored until someone fixes the bucket.
 const BUCKET_UNUSABLE: [&str; 3] = ["NoSuchBucket", "InvalidAccessKeyId", "AllAccessDisabled"];
@@ -113,22 +91,13 @@ impl SqsDriver {
             return Ok(q.clone());
         }
         let shown = reference.to_string();
-        let url = match reference {
-            QueueRef::Url(url) => url.clone(),
-            QueueRef::Name(name) => {
-                self.count();
-                let answer = self
-                    .sqs
-                    .get_queue_url()
-                    .queue_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("GetQueueUrl", &shown, e))?;
-                answer.queue_url.ok_or_else(|| {
-                    DeliveryError::transient(format!("GetQueueUrl {shown}: no URL in the answer"))
-                })?
-            }
-        };
+        if matches!(reference, QueueRef::Name(_)) {
+            self.count();
+        }
+        let url = reference
+            .url(&self.sqs)
+            .await
+            .map_err(|e| self.error("GetQueueUrl", &shown, e))?;
         self.count();
         let answer = self
             .sqs
@@ -180,27 +149,17 @@ impl SqsDriver {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let code = match &e {
-            SdkError::ServiceError(s) => s.err().code(),
-            _ => None,
-        };
-        let missing = code.is_some_and(|c| QUEUE_MISSING.contains(&c));
-        // Any refusal of who we are (an expired token, a skewed clock...) is waited out too.
-        let refused = code.is_some_and(|c| ACCESS_REFUSED.contains(&c))
-            || matches!(aws::status(&e), Some(401 | 403));
-        let (kind, hint) = if missing {
-            (
+        let (kind, hint) = match sqs::unusable(&e) {
+            Some(Unusable::Missing) => (
                 ErrorKind::Unavailable,
                 ": the queue does not exist; create it or correct the queue option (waiting for it)",
-            )
-        } else if refused {
-            (
+            ),
+            Some(Unusable::Refused) => (
                 ErrorKind::Unavailable,
                 ": the credentials are refused or may not use this queue (sqs:GetQueueUrl, \
                  sqs:GetQueueAttributes, sqs:SendMessage; kms:GenerateDataKey for encrypted queues)",
-            )
-        } else {
-            (aws::error_kind(&e), "")
+            ),
+            None => (aws::error_kind(&e), ""),
         };
         let retry_after = match &e {
             SdkError::ServiceError(s) => s
@@ -257,7 +216,7 @@ impl SqsDriver {
             .await
             .map_err(|err| DeliveryError {
                 kind: aws::error_kind_with(&err, |c| {
-                    BUCKET_UNUSABLE.contains(&c) || ACCESS_REFUSED.contains(&c)
+                    BUCKET_UNUSABLE.contains(&c) || sqs::ACCESS_REFUSED.contains(&c)
                 }),
                 message: format!(
                     "storing the {size}-byte body in s3://{}/{key}: {}",
@@ -395,7 +354,7 @@ fn verdicts(entries: &[Entry], answer: &SendMessageBatchOutput, shown: &str) -> 
     }
     for failed in &answer.failed {
         let code = failed.code();
-        let kind = if QUEUE_MISSING.contains(&code) || ACCESS_REFUSED.contains(&code) {
+        let kind = if sqs::unusable_code(code).is_some() {
             ErrorKind::Unavailable
         } else if failed.sender_fault() {
             ErrorKind::Permanent

@@ -96,6 +96,7 @@ impl Shared {
         MonitorEvent {
             name,
             replicator: self.id.clone(),
+            source: None,
             resource: Some(e.resource.clone()),
             operation: Some(e.action.as_str().into()),
             id: Some(e.id.clone()),

@@ -69,6 +69,7 @@ impl Worker {
             s.counters.emit(crate::pipeline::telemetry::MonitorEvent {
                 name: "redriven",
                 replicator: s.id.clone(),
+                source: None,
                 resource: Some(entry.resource.clone()),
                 operation: Some(entry.action.clone()),
                 id: Some(entry.record_id.clone()),

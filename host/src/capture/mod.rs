@@ -1,0 +1,149 @@
+//! Change capture: the host reads the changes of s3db databases from their buckets, through
+//! S3 event notifications on an SQS queue or by listing, so writes made by any process with no
+//! plugin are replicated. Captured changes enter the journal like posted events.
+
+pub mod config;
+mod notifications;
+mod polling;
+mod source;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+pub use config::SourceConfig;
+pub use source::CaptureError;
+use source::Source;
+use stats::{SourceCounters, SourceStats};
+
+use crate::delivery::Backoff;
+use crate::journal::Journal;
+use crate::pipeline::telemetry::Telemetry;
+use crate::s3db::Database;
+
+/// What the rest of the host sees of a source.
+pub struct SourceHandle {
+    pub id: String,
+    pub mode: &'static str,
+    pub stats: Arc<SourceStats>,
+}
+
+/// The running sources.
+pub struct Sources {
+    handles: Vec<SourceHandle>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    shutdown: CancellationToken,
+}
+
+impl Sources {
+    /// Starts every source; each connects to its database in the background, retrying (and
+    /// saying so in its status) while it cannot.
+    pub fn start(
+        configs: &[SourceConfig],
+        journal: Arc<Journal>,
+        telemetry: Arc<Telemetry>,
+        journal_budget: u64,
+    ) -> Sources {
+        let shutdown = CancellationToken::new();
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        for config in configs {
+            let counters = SourceCounters::new(&config.id, telemetry.clone());
+            handles.push(SourceHandle {
+                id: config.id.clone(),
+                mode: config.mode(),
+                stats: counters.stats.clone(),
+            });
+            tasks.push(tokio::spawn(run(
+                config.clone(),
+                journal.clone(),
+                counters,
+                journal_budget,
+                shutdown.clone(),
+            )));
+        }
+        Sources {
+            handles,
+            tasks: std::sync::Mutex::new(tasks),
+            shutdown,
+        }
+    }
+
+    pub fn handles(&self) -> &[SourceHandle] {
+        &self.handles
+    }
+
+    /// Stops every source; what was read and not yet journaled is read again next start.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn run(
+    config: SourceConfig,
+    journal: Arc<Journal>,
+    counters: SourceCounters,
+    journal_budget: u64,
+    shutdown: CancellationToken,
+) {
+    let mut backoff: Option<Backoff> = None;
+    let db = loop {
+        let connecting = tokio::select! {
+            c = Database::connect(config.connection.clone()) => c,
+            _ = shutdown.cancelled() => return,
+        };
+        match connecting {
+            Ok(db) => break db,
+            Err(e) => {
+                counters.failed(&e.to_string());
+                let delay = backoff
+                    .get_or_insert_with(outage_backoff)
+                    .next()
+                    .unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    tracing::info!(source = %config.id, mode = config.mode(), database = %config.connection.shown, "capturing changes");
+    let notifications = config.notifications.clone();
+    let poll = config.poll.clone();
+    let source = Arc::new(Source::new(config, db, journal, counters, journal_budget));
+    let mut modes = Vec::new();
+    if let Some(n) = notifications {
+        modes.push(tokio::spawn(notifications::run(
+            source.clone(),
+            n,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(p) = poll {
+        modes.push(tokio::spawn(polling::run(source, p, shutdown)));
+    }
+    for m in modes {
+        let _ = m.await;
+    }
+}
+
+/// Delays while a source cannot make progress: from 200 ms, doubling, to 30 s, with jitter.
+fn outage_backoff() -> Backoff {
+    Box::new(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build(),
+    )
+}
