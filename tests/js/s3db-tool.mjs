@@ -13,6 +13,8 @@
 //                                                  -> {"ok":true}   (all keys but op go to db.createResource)
 //   {"op":"insert","resource":N,"data":{..}}       -> the inserted record (an "id" in data is used)
 //   {"op":"update","resource":N,"id":I,"data":{..}}-> the updated record
+//   {"op":"replace","resource":N,"id":I,"data":{..}} -> the record (whole object rewritten)
+//   {"op":"patch","resource":N,"id":I,"data":{..}} -> the record (s3db.js's copy-based path when it can)
 //   {"op":"delete","resource":N,"id":I}            -> {"ok":true}
 //   {"op":"get","resource":N,"id":I}               -> the record, or null if it does not exist
 //   {"op":"list","resource":N}                     -> all records, sorted by id
@@ -83,6 +85,10 @@ async function run(db, cmd) {
         }
         case 'update':
             return await resourceOf(db, cmd.resource).update(cmd.id, cmd.data ?? {});
+        case 'replace':
+            return await resourceOf(db, cmd.resource).replace(cmd.id, cmd.data ?? {});
+        case 'patch':
+            return await resourceOf(db, cmd.resource).patch(cmd.id, cmd.data ?? {});
         case 'delete':
             await resourceOf(db, cmd.resource).delete(cmd.id);
             return { ok: true };

@@ -112,6 +112,32 @@ impl Sqs {
             .unwrap()
     }
 
+    /// Messages the queue holds, visible or handed out and not yet deleted.
+    pub async fn messages_held(&self, url: &str) -> u64 {
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attributes = answer.attributes.unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|a| {
+            attributes
+                .get(a)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+    }
+
     /// Receives (and deletes) messages until `expected` arrived, or nothing more came for
     /// `idle`; in the order SQS handed them out.
     pub async fn receive(&self, url: &str, expected: usize, idle: Duration) -> Vec<Received> {

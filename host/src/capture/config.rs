@@ -105,15 +105,15 @@ fn source(s: &mut Section, i: usize) -> Option<SourceConfig> {
             format!("must use only letters, digits, '-', '_' and '.', found \"{id}\""),
         );
     }
-    let connection = s
-        .required_string("connectionString")
-        .and_then(|text| match Connection::parse(&text) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                s.problem("connectionString", e);
-                None
-            }
-        });
+    let connection =
+        s.required_string("connectionString")
+            .and_then(|text| match Connection::parse(&text) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    s.problem("connectionString", e);
+                    None
+                }
+            });
     let resources = resources(s);
     let notifications = s.section("notifications").and_then(|mut n| {
         let parsed = notifications(&mut n);
@@ -319,7 +319,8 @@ mod tests {
             assert!(got.iter().any(|g| g == e), "missing {e:?} in {got:#?}");
         }
         assert!(
-            got.iter().any(|g| g.starts_with("sources[0].resources[1]: ")),
+            got.iter()
+                .any(|g| g.starts_with("sources[0].resources[1]: ")),
             "{got:#?}"
         );
     }

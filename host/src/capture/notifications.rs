@@ -297,6 +297,9 @@ mod tests {
             Err(Skip::TestEvent)
         );
         assert_eq!(parse_message("not json"), Err(Skip::Unreadable));
-        assert_eq!(parse_message(r#"{"Records":[{"s3":{}}]}"#), Err(Skip::Unreadable));
+        assert_eq!(
+            parse_message(r#"{"Records":[{"s3":{}}]}"#),
+            Err(Skip::Unreadable)
+        );
     }
 }

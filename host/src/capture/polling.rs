@@ -39,7 +39,13 @@ pub async fn run(source: Arc<Source>, config: PollConfig, shutdown: Cancellation
             Ok(report) => {
                 backoff = None;
                 source.counters.running();
-                tracing::debug!(source = source.id(), objects = report.objects, changes = report.changes, seconds = report.seconds, "polling pass done");
+                tracing::debug!(
+                    source = source.id(),
+                    objects = report.objects,
+                    changes = report.changes,
+                    seconds = report.seconds,
+                    "polling pass done"
+                );
                 source.counters.pass(report);
                 config.interval
             }
@@ -93,10 +99,7 @@ async fn pass(source: &Source, config: &PollConfig) -> Result<PassReport, Captur
         };
         position.resource = resource.clone();
         loop {
-            let prefix = source
-                .db
-                .conn
-                .key(&format!("resource={resource}/data/id="));
+            let prefix = source.db.conn.key(&format!("resource={resource}/data/id="));
             let start = after.as_ref().map(|id| format!("{prefix}{id}"));
             let listed: Vec<(String, Stamp)> = source
                 .db

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::config::SourceConfig;
 use super::stats::{Skip, SourceCounters};
 use crate::delivery::bounded;
-use crate::journal::{Journal, JournalError, Observation, Observed, Outcome, Seen};
+use crate::journal::{Journal, JournalError, Observation, Observed, Outcome, RecordKey, Seen};
 use crate::s3db::{Database, RecordRead, S3dbError};
 
 /// A record read within this long of its last change may still change under the same stamp
@@ -57,10 +57,10 @@ impl Wanted {
 
 /// One async lock per key in use, dropped when nobody holds it.
 #[derive(Default)]
-struct KeyLocks(Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>);
+struct KeyLocks(Mutex<HashMap<RecordKey, Arc<tokio::sync::Mutex<()>>>>);
 
 impl KeyLocks {
-    fn get(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+    fn get(&self, key: &RecordKey) -> Arc<tokio::sync::Mutex<()>> {
         self.0
             .lock()
             .expect("locks")
@@ -69,7 +69,7 @@ impl KeyLocks {
             .clone()
     }
 
-    fn release(&self, keys: &[(String, String)]) {
+    fn release(&self, keys: &[RecordKey]) {
         let mut map = self.0.lock().expect("locks");
         for k in keys {
             // Only the map holds it: nobody waits.
@@ -149,9 +149,12 @@ impl Source {
             });
         }
         // One read per key, whatever number of notifications named it; the latest sequencer.
-        let mut by_key: BTreeMap<(String, String), Wanted> = BTreeMap::new();
+        let mut by_key: BTreeMap<RecordKey, Wanted> = BTreeMap::new();
         for w in wanted {
-            let key = (w.resource.clone(), w.id.clone());
+            let key = RecordKey {
+                resource: w.resource.clone(),
+                id: w.id.clone(),
+            };
             match by_key.get_mut(&key) {
                 Some(known) => {
                     if let Some(s) = &w.sequencer
@@ -169,7 +172,7 @@ impl Source {
                 }
             }
         }
-        let keys: Vec<(String, String)> = by_key.keys().cloned().collect();
+        let keys: Vec<RecordKey> = by_key.keys().cloned().collect();
         // In key order, so two rounds sharing keys never wait on each other in a circle.
         let mut guards = Vec::with_capacity(keys.len());
         for k in &keys {
@@ -184,11 +187,11 @@ impl Source {
 
     async fn capture_locked(
         &self,
-        by_key: BTreeMap<(String, String), Wanted>,
+        by_key: BTreeMap<RecordKey, Wanted>,
         position: Option<Vec<u8>>,
         parallelism: usize,
     ) -> Result<usize, CaptureError> {
-        let with_sequencer: Vec<(String, String)> = by_key
+        let with_sequencer: Vec<RecordKey> = by_key
             .iter()
             .filter(|(_, w)| w.sequencer.is_some())
             .map(|(k, _)| k.clone())
@@ -196,18 +199,19 @@ impl Source {
         let seen = if with_sequencer.is_empty() {
             Vec::new()
         } else {
-            self.journal
-                .seen(self.id(), with_sequencer.clone())
-                .await?
+            self.journal.seen(self.id(), with_sequencer.clone()).await?
         };
-        let handled: HashMap<&(String, String), &Seen> = with_sequencer
+        let handled: HashMap<&RecordKey, &Seen> = with_sequencer
             .iter()
             .zip(&seen)
             .filter_map(|(k, s)| s.as_ref().map(|s| (k, s)))
             .collect();
         let mut to_read = Vec::new();
         for (key, w) in by_key {
-            let stale = match (handled.get(&key).and_then(|s| s.sequencer.as_ref()), &w.sequencer) {
+            let stale = match (
+                handled.get(&key).and_then(|s| s.sequencer.as_ref()),
+                &w.sequencer,
+            ) {
                 (Some(done), Some(this)) => !crate::journal::observed::sequencer_after(this, done),
                 _ => false,
             };
@@ -255,37 +259,38 @@ impl Source {
     /// `s3db.json` does not define.
     async fn observe(&self, w: Wanted) -> Result<Option<(Observation, i64)>, CaptureError> {
         let now = chrono::Utc::now();
-        let (state, changed_at_ms, timestamp) = match self.db.read_record(&w.resource, &w.id).await? {
-            RecordRead::UnknownResource => return Ok(None),
-            RecordRead::Found(record) => {
-                let lm = record.stamp.last_modified_ms;
-                let seen = Seen {
-                    fingerprint: record.stamp.fingerprint,
-                    digest: record.digest,
-                    last_modified_ms: lm,
-                    unsettled: now.timestamp_millis() - lm < SETTLE.as_millis() as i64,
-                    sequencer: w.sequencer,
-                };
-                let timestamp = chrono::DateTime::from_timestamp_millis(lm)
-                    .unwrap_or(now)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                let state = Observed::Present {
-                    seen,
-                    data: record.data,
-                };
-                (state, lm, timestamp)
-            }
-            RecordRead::Missing => {
-                let at = w
-                    .event_time
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or(now);
-                let timestamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                (Observed::Absent, at.timestamp_millis(), timestamp)
-            }
-        };
+        let (state, changed_at_ms, timestamp) =
+            match self.db.read_record(&w.resource, &w.id).await? {
+                RecordRead::UnknownResource => return Ok(None),
+                RecordRead::Found(record) => {
+                    let lm = record.stamp.last_modified_ms;
+                    let seen = Seen {
+                        fingerprint: record.stamp.fingerprint,
+                        digest: record.digest,
+                        last_modified_ms: lm,
+                        unsettled: now.timestamp_millis() - lm < SETTLE.as_millis() as i64,
+                        sequencer: w.sequencer,
+                    };
+                    let timestamp = chrono::DateTime::from_timestamp_millis(lm)
+                        .unwrap_or(now)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let state = Observed::Present {
+                        seen,
+                        data: record.data,
+                    };
+                    (state, lm, timestamp)
+                }
+                RecordRead::Missing => {
+                    let at = w
+                        .event_time
+                        .as_deref()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .unwrap_or(now);
+                    let timestamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    (Observed::Absent, at.timestamp_millis(), timestamp)
+                }
+            };
         Ok(Some((
             Observation {
                 resource: w.resource,

@@ -171,7 +171,9 @@ impl SourceCounters {
                 action: action.as_str().into(),
             })
             .inc();
-        m.capture_lag.get_or_create(&self.label).observe(lag_seconds);
+        m.capture_lag
+            .get_or_create(&self.label)
+            .observe(lag_seconds);
     }
 
     pub fn skipped(&self, reason: Skip) {

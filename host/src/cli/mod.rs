@@ -561,7 +561,11 @@ fn print_status(status: &serde_json::Value) {
         if let Some(p) = s.get("lastPass").filter(|p| p.is_object()) {
             println!(
                 "{:<24} last pass: {} objects, {} changes, {} requests, {:.2} s",
-                "", p["objects"], p["changes"], p["requests"], p["seconds"].as_f64().unwrap_or(0.0)
+                "",
+                p["objects"],
+                p["changes"],
+                p["requests"],
+                p["seconds"].as_f64().unwrap_or(0.0)
             );
         }
     }

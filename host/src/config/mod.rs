@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, RetryStrategy};
 use crate::capture::SourceConfig;
+pub use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, RetryStrategy};
 use crate::delivery::{ActionSet, Route};
 use crate::drivers::s3db::S3dbConfig;
 pub use crate::drivers::{DriverConfig, DriverKind};
@@ -274,9 +274,9 @@ fn refuse_loops(config: &Config, problems: &Problems) {
                 continue;
             };
             let looping = target.connection.same_database(&source.connection)
-                && r.routes
-                    .iter()
-                    .any(|route| route.resource == ANY_RESOURCE || source.captures(&route.resource));
+                && r.routes.iter().any(|route| {
+                    route.resource == ANY_RESOURCE || source.captures(&route.resource)
+                });
             if looping {
                 problems.add(
                     join(&index("sources", i), "connectionString"),

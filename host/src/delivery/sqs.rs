@@ -115,7 +115,6 @@ pub fn unusable<E: ProvideErrorMetadata>(e: &SdkError<E, Response>) -> Option<Un
         SdkError::ServiceError(s) => s.err().code(),
         _ => None,
     };
-    code.and_then(unusable_code).or_else(|| {
-        matches!(super::aws::status(e), Some(401 | 403)).then_some(Unusable::Refused)
-    })
+    code.and_then(unusable_code)
+        .or_else(|| matches!(super::aws::status(e), Some(401 | 403)).then_some(Unusable::Refused))
 }

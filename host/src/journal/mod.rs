@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{BackfillTag, Event, StoredEvent};
-pub use observed::{Observation, Observed, Outcome, Seen};
+pub use observed::{Observation, Observed, Outcome, RecordKey, Seen};
 pub use records::{
     Attempt, Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus,
 };

@@ -15,6 +15,13 @@ pub(super) const OBSERVED: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const CAPTURE_POSITIONS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("capture_positions");
 
+/// A record of a source: its resource and id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    pub resource: String,
+    pub id: String,
+}
+
 /// The last state seen of a record that exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
@@ -51,7 +58,10 @@ pub struct Observation {
 /// What an observation made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Appended { sequence: u64, action: Action },
+    Appended {
+        sequence: u64,
+        action: Action,
+    },
     /// Same content as seen (a duplicate or stale notification, an untouched object).
     Unchanged,
 }
@@ -152,22 +162,24 @@ impl Journal {
         .await
     }
 
-    /// What was seen of each of `records` (`(resource, id)`) of `source`.
+    /// What was seen of each of `records` of `source`.
     pub async fn seen(
         &self,
         source: &str,
-        records: Vec<(String, String)>,
+        records: Vec<RecordKey>,
     ) -> Result<Vec<Option<Seen>>, JournalError> {
         let source = source.to_string();
         self.reading(move |db| {
             let tx = db.begin_read()?;
             let table = tx.open_table(OBSERVED)?;
             let mut out = Vec::with_capacity(records.len());
-            for (resource, id) in &records {
-                out.push(match table.get(key(&source, resource, id).as_str())? {
-                    Some(v) => Some(serde_json::from_slice(v.value())?),
-                    None => None,
-                });
+            for r in &records {
+                out.push(
+                    match table.get(key(&source, &r.resource, &r.id).as_str())? {
+                        Some(v) => Some(serde_json::from_slice(v.value())?),
+                        None => None,
+                    },
+                );
             }
             Ok(out)
         })
@@ -309,7 +321,13 @@ mod tests {
         // The sequencer only moves forward, even when an unchanged read carries none.
         run(vec![present("2", Some("0B")), present("2", Some("0A"))]).await;
         let seen = journal
-            .seen("src", vec![("users".into(), "a".into())])
+            .seen(
+                "src",
+                vec![RecordKey {
+                    resource: "users".into(),
+                    id: "a".into(),
+                }],
+            )
             .await
             .unwrap();
         assert_eq!(seen[0].as_ref().unwrap().sequencer.as_deref(), Some("0B"));
@@ -338,8 +356,14 @@ mod tests {
     #[test]
     fn sequencers_compare_by_length_then_value() {
         assert!(sequencer_after("0055AED6DCD90281E6", "0055AED6DCD90281E5"));
-        assert!(sequencer_after("0055AED6DCD90281E6", "0055AED6DCD90281E500"));
-        assert!(sequencer_after("0055AED6DCD90281E501", "0055AED6DCD90281E5"));
+        assert!(sequencer_after(
+            "0055AED6DCD90281E6",
+            "0055AED6DCD90281E500"
+        ));
+        assert!(sequencer_after(
+            "0055AED6DCD90281E501",
+            "0055AED6DCD90281E5"
+        ));
         assert!(!sequencer_after("0A", "0a00"));
     }
 }

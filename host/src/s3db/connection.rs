@@ -158,9 +158,16 @@ impl Connection {
     /// directory, and the same prefix.
     pub fn same_database(&self, other: &Connection) -> bool {
         let place = match (&self.location, &other.location) {
-            (Location::S3 { bucket: a, access: x }, Location::S3 { bucket: b, access: y }) => {
-                a == b && x.endpoint == y.endpoint
-            }
+            (
+                Location::S3 {
+                    bucket: a,
+                    access: x,
+                },
+                Location::S3 {
+                    bucket: b,
+                    access: y,
+                },
+            ) => a == b && x.endpoint == y.endpoint,
             (Location::File { dir: a }, Location::File { dir: b }) => {
                 let canonical = |d: &PathBuf| d.canonicalize().unwrap_or_else(|_| d.clone());
                 canonical(a) == canonical(b)

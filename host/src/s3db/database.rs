@@ -11,8 +11,8 @@ use super::connection::Connection;
 use super::record::{self, lookup};
 use super::schema::{Behavior, Catalog, CatalogError, Resource, ResourceEntry};
 use super::store::{Put, Stamp, Store, StoreError};
-use sha2::{Digest, Sha256};
 use crate::delivery::ErrorKind;
+use sha2::{Digest, Sha256};
 
 const CATALOG: &str = "s3db.json";
 const LOCK: &str = "plugin=s3db-core/locks/namespace=metadata/s3db-metadata.json";
@@ -41,7 +41,10 @@ impl From<EncodeError> for S3dbError {
 /// What an object key is in an s3db database's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
-    Record { resource: String, id: String },
+    Record {
+        resource: String,
+        id: String,
+    },
     /// `s3db.json`.
     Catalog,
     PartitionReference,

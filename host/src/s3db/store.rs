@@ -324,9 +324,7 @@ fn s3_stamp(
     size: i64,
     last_modified: Option<&aws_smithy_types::DateTime>,
 ) -> Stamp {
-    let last_modified_ms = last_modified
-        .and_then(|t| t.to_millis().ok())
-        .unwrap_or(0);
+    let last_modified_ms = last_modified.and_then(|t| t.to_millis().ok()).unwrap_or(0);
     Stamp {
         fingerprint: format!(
             "{}/{size}/{last_modified_ms}",

@@ -1,0 +1,448 @@
+//! Change capture from the bucket (issue 17): the real s3db.js 21.6.2, in another process and
+//! with no plugin, writes through every write path; the host reads the changes from the bucket
+//! (polling a `file://` database and the S3 test server, S3 notifications through moto's SQS)
+//! and its PostgreSQL replicator ends with exactly what s3db.js holds.
+
+use replicator_tests::sqs::{Sqs, unique};
+use replicator_tests::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const RESOURCES: [&str; 3] = ["users", "docs", "blobs"];
+
+/// Resources of every behavior that matters for reading: user-managed (metadata, a body after
+/// an update that overflows), body-overflow, body-only; and a plugin's own resource.
+fn schema() -> Vec<Value> {
+    vec![
+        json!({"op": "createResource", "name": "users", "attributes": {"name": "string", "n": "number|optional", "tags": "array|items:string|optional"}}),
+        json!({"op": "createResource", "name": "docs", "behavior": "body-overflow", "attributes": {"title": "string", "text": "string|optional"}}),
+        json!({"op": "createResource", "name": "blobs", "behavior": "body-only", "attributes": {"title": "string", "meta": {"size": "number|optional", "kind": "string|optional"}}}),
+        json!({"op": "createResource", "name": "plg_audit", "attributes": {"what": "string"}}),
+    ]
+}
+
+/// First round: inserts only.
+fn inserts() -> Vec<Value> {
+    let mut c = vec![
+        json!({"op": "insert", "resource": "users", "data": {"id": "u1", "name": "Ana", "n": 1, "tags": ["a"]}}),
+        json!({"op": "insert", "resource": "users", "data": {"id": "u2", "name": "Bo", "n": 2}}),
+        json!({"op": "insert", "resource": "users", "data": {"id": "u3", "name": "Cy", "n": 3}}),
+        json!({"op": "insert", "resource": "users", "data": {"id": "u4", "name": "Di"}}),
+        json!({"op": "insert", "resource": "docs", "data": {"id": "d1", "title": "big", "text": "x".repeat(3000)}}),
+        json!({"op": "insert", "resource": "docs", "data": {"id": "d2", "title": "small", "text": "y"}}),
+        json!({"op": "insert", "resource": "blobs", "data": {"id": "b1", "title": "t", "meta": {"size": 3, "kind": "png"}}}),
+        json!({"op": "insert", "resource": "plg_audit", "data": {"id": "p1", "what": "internal"}}),
+    ];
+    c.splice(0..0, schema());
+    c
+}
+
+/// Second round: every other write path, and a new attribute that bumps the schema version.
+fn changes() -> Vec<Value> {
+    vec![
+        json!({"op": "update", "resource": "users", "id": "u1", "data": {"n": 10}}),
+        json!({"op": "replace", "resource": "users", "id": "u2", "data": {"name": "Bob", "n": 20}}),
+        json!({"op": "patch", "resource": "users", "id": "u3", "data": {"n": 30}}),
+        json!({"op": "delete", "resource": "users", "id": "u4"}),
+        json!({"op": "update", "resource": "docs", "id": "d2", "data": {"text": "z".repeat(4000)}}),
+        json!({"op": "update", "resource": "blobs", "id": "b1", "data": {"meta": {"size": 4, "kind": "gif"}}}),
+        json!({"op": "createResource", "name": "users", "attributes": {"name": "string", "n": "number|optional", "tags": "array|items:string|optional", "email": "string|optional"}}),
+        json!({"op": "insert", "resource": "users", "data": {"id": "u5", "name": "Eve", "email": "eve@example.com"}}),
+        json!({"op": "update", "resource": "users", "id": "u1", "data": {"email": "ana@example.com"}}),
+        json!({"op": "insert", "resource": "plg_audit", "data": {"id": "p2", "what": "internal"}}),
+    ]
+}
+
+/// Runs commands with s3db.js; fails on any command's error.
+fn write(db: &S3dbTarget, commands: Vec<Value>) {
+    for (command, result) in commands.iter().zip(db.js(json!(commands))) {
+        assert!(result.get("error").is_none(), "s3db.js {command}: {result}");
+    }
+}
+
+/// What s3db.js holds now: resource -> id -> record (without s3db.js's internal keys).
+fn holdings(db: &S3dbTarget) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let lists = db.js(json!(
+        RESOURCES
+            .iter()
+            .map(|r| json!({"op": "list", "resource": r}))
+            .collect::<Vec<_>>()
+    ));
+    RESOURCES
+        .iter()
+        .zip(lists)
+        .map(|(r, list)| {
+            let records = list
+                .as_array()
+                .unwrap_or_else(|| panic!("list {r}: {list}"))
+                .iter()
+                .map(|rec| (rec["id"].as_str().unwrap().to_string(), clean(rec)))
+                .collect();
+            (r.to_string(), records)
+        })
+        .collect()
+}
+
+/// A record without internal keys and without absent optional fields.
+fn clean(record: &Value) -> Value {
+    match without_internal(record) {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
+/// Waits until the PostgreSQL tables (document mode) hold exactly `expected`.
+async fn converged(pg: &Pg, expected: &BTreeMap<String, BTreeMap<String, Value>>) {
+    eventually(
+        Duration::from_secs(60),
+        "PostgreSQL to hold what s3db.js holds",
+        || async {
+            for (resource, records) in expected {
+                let rows: BTreeMap<String, Value> = pg
+                    .rows(resource)
+                    .await
+                    .iter()
+                    .map(|row| (row["id"].as_str().unwrap().to_string(), clean(&row["data"])))
+                    .collect();
+                if &rows != records {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+fn pg_replicator(pg: &Pg) -> String {
+    pg.replicator("pg", "['*']", "      mode: document\n")
+}
+
+fn webhook_replicator(rx: &Receiver) -> String {
+    format!(
+        "  - id: hook\n    driver: webhook\n    resources: ['*']\n    config:\n      url: {}\n",
+        rx.url("/hook")
+    )
+}
+
+/// The actions the webhook saw for each record, in sequence order.
+fn actions(rx: &Receiver) -> BTreeMap<String, Vec<String>> {
+    let mut events: Vec<Value> = rx.accepted().iter().map(Received::json).collect();
+    events.sort_by_key(|e| e["sequence"].as_u64().unwrap());
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in events {
+        assert_eq!(e["source"], "app", "{e}");
+        out.entry(format!(
+            "{}/{}",
+            e["resource"].as_str().unwrap(),
+            e["id"].as_str().unwrap()
+        ))
+        .or_default()
+        .push(e["action"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+async fn source(host: &Host) -> Value {
+    host.get("/v1/status").await["sources"][0].clone()
+}
+
+/// Both rounds through polling; the webhook sees each record's changes as inserts, updates
+/// and deletes, and the plugin's resource is left out.
+async fn every_write_path_by_polling(db: S3dbTarget, test: &str) {
+    let pg = Pg::connect(test).await;
+    let rx = Receiver::start().await;
+    let host = Host::start(&format!(
+        "sources:\n  - id: app\n    connectionString: {}\n    poll: 200ms\nreplicators:\n{}{}",
+        db.conn,
+        pg_replicator(&pg),
+        webhook_replicator(&rx)
+    ))
+    .await;
+    write(&db, inserts());
+    converged(&pg, &holdings(&db)).await;
+    write(&db, changes());
+    let expected = holdings(&db);
+    assert_eq!(expected["users"].len(), 4);
+    converged(&pg, &expected).await;
+    assert!(
+        pg.rows("plg_audit").await.is_empty(),
+        "plugin resources are not captured"
+    );
+    host.drained("hook").await;
+    let seen = actions(&rx);
+    assert_eq!(seen["users/u1"][0], "insert");
+    assert!(
+        seen["users/u1"][1..].iter().all(|a| a == "update"),
+        "{seen:?}"
+    );
+    assert_eq!(seen["users/u4"], ["insert", "delete"]);
+    assert_eq!(seen["users/u5"], ["insert"]);
+    let status = source(&host).await;
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["mode"], "poll");
+    assert_eq!(status["captured"]["delete"], 1, "{status}");
+    assert!(
+        status["lastPass"]["objects"].as_u64().unwrap() >= 7,
+        "{status}"
+    );
+    let metrics = host.metrics().await;
+    assert!(
+        metrics.contains("replicator_capture_changes_total{source=\"app\",action=\"delete\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn polling_a_file_database_captures_every_write_path() {
+    every_write_path_by_polling(S3dbTarget::file(), "capture_file").await;
+}
+
+#[tokio::test]
+async fn polling_the_s3_server_captures_every_write_path() {
+    every_write_path_by_polling(S3dbTarget::s3("capture"), "capture_s3").await;
+}
+
+/// A bucket on moto whose ObjectCreated/ObjectRemoved notifications go to a fresh queue.
+async fn notified_bucket(sqs: &Sqs, name: &str) -> (S3dbTarget, String) {
+    let bucket = unique(name).to_lowercase();
+    sqs.create_bucket(&bucket).await;
+    let queue = sqs.create_queue(&unique(name), &[]).await;
+    let arn = sqs
+        .client
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    sqs.s3
+        .put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .events(Event::from("s3:ObjectRemoved:*"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let host = sqs.endpoint.trim_start_matches("http://");
+    (
+        S3dbTarget::at(format!("http://test:test@{host}/{bucket}/app")),
+        queue,
+    )
+}
+
+fn notifications_source(sqs: &Sqs, db: &S3dbTarget, queue: &str) -> String {
+    format!(
+        "sources:\n  - id: app\n    connectionString: {}\n    notifications:\n      queueUrl: {queue}\n      endpoint: {}\n      credentials: {{accessKeyId: test, secretAccessKey: test}}\n      waitTimeSeconds: 1\n      visibilityTimeout: 2s\n",
+        db.conn, sqs.endpoint
+    )
+}
+
+/// A notification S3 would send for `key`.
+fn notification(
+    bucket_conn: &S3dbTarget,
+    event: &str,
+    key: &str,
+    sequencer: Option<&str>,
+) -> String {
+    let bucket = bucket_conn.conn.rsplit('/').nth(1).unwrap();
+    let mut object = json!({"key": key.replace('=', "%3D").replace('/', "%2F"), "size": 0, "eTag": "d41d8cd98f00b204e9800998ecf8427e"});
+    if let Some(s) = sequencer {
+        object["sequencer"] = json!(s);
+    }
+    json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": "2026-12-03T00:00:00.000Z",
+        "eventName": event, "s3": {"bucket": {"name": bucket}, "object": object}}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn notifications_capture_every_write_path_and_duplicates_change_nothing() {
+    let sqs = Sqs::connect().await;
+    let (db, queue) = notified_bucket(&sqs, "capture-notify").await;
+    let pg = Pg::connect("capture_notify").await;
+    let host = Host::start(&format!(
+        "{}replicators:\n{}",
+        notifications_source(&sqs, &db, &queue),
+        pg_replicator(&pg)
+    ))
+    .await;
+    write(&db, inserts());
+    converged(&pg, &holdings(&db)).await;
+    write(&db, changes());
+    let expected = holdings(&db);
+    converged(&pg, &expected).await;
+    host.drained("pg").await;
+    let before = source(&host).await;
+    assert_eq!(before["state"], "running", "{before}");
+    assert!(
+        before["skipped"]["test_event"].as_u64().unwrap_or(0) <= 1,
+        "{before}"
+    );
+    assert!(
+        before["skipped"]["not_a_record"].as_u64().unwrap() > 0,
+        "s3db.json and partition-free keys: {before}"
+    );
+    assert!(
+        before["skipped"]["plugin_resource"].as_u64().unwrap() >= 2,
+        "{before}"
+    );
+    let head = host.get("/v1/status").await["journal"]["head"].clone();
+
+    // A duplicate of a live record's notification, a stale "removed" for a record that
+    // exists, a stale "created" for one that was deleted, with and without sequencers.
+    let stale = [
+        notification(
+            &db,
+            "ObjectCreated:Put",
+            "app/resource=users/data/id=u1",
+            None,
+        ),
+        notification(
+            &db,
+            "ObjectCreated:Put",
+            "app/resource=users/data/id=u1",
+            Some("00A1"),
+        ),
+        notification(
+            &db,
+            "ObjectRemoved:Delete",
+            "app/resource=users/data/id=u2",
+            Some("0001"),
+        ),
+        notification(
+            &db,
+            "ObjectCreated:Put",
+            "app/resource=users/data/id=u4",
+            None,
+        ),
+        notification(
+            &db,
+            "ObjectCreated:Put",
+            "app/resource=docs/data/id=d1",
+            Some("00A1"),
+        ),
+        notification(
+            &db,
+            "ObjectCreated:Put",
+            "app/resource=docs/data/id=d1",
+            Some("0009"),
+        ),
+    ];
+    // One at a time: notifications of one key in one batch are read once, as they should be.
+    for body in &stale {
+        sqs.client
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "the notification to be handled",
+            || async { (sqs.messages_held(&queue).await == 0).then_some(()) },
+        )
+        .await;
+    }
+    let after = source(&host).await;
+    assert_eq!(
+        after["skipped"]["stale"], 1,
+        "d1's older sequencer is not even read: {after}"
+    );
+    assert_eq!(
+        after["skipped"]["unchanged"].as_u64().unwrap(),
+        before["skipped"]["unchanged"].as_u64().unwrap_or(0) + 5,
+        "{after}"
+    );
+    assert_eq!(
+        host.get("/v1/status").await["journal"]["head"],
+        head,
+        "no event from duplicate or stale notifications"
+    );
+    assert_eq!(after["captured"], before["captured"]);
+    converged(&pg, &expected).await;
+}
+
+/// kill -9 of the host while s3db.js writes: the queue hands the unfinished notifications out
+/// again, and the replica ends exactly as s3db.js left the bucket.
+#[tokio::test]
+async fn kill_9_while_changes_stream_in_loses_none() {
+    let sqs = Sqs::connect().await;
+    let (db, queue) = notified_bucket(&sqs, "capture-crash").await;
+    let pg = Pg::connect("capture_crash").await;
+    let mut host = Host::start(&format!(
+        "{}replicators:\n{}",
+        notifications_source(&sqs, &db, &queue),
+        pg_replicator(&pg)
+    ))
+    .await;
+    write(&db, schema());
+    let mut commands = Vec::new();
+    for round in 0..6 {
+        for k in 0..20 {
+            let id = format!("k{k:02}");
+            commands.push(if round == 0 {
+                json!({"op": "insert", "resource": "users", "data": {"id": id, "name": format!("n{k}"), "n": 0}})
+            } else if round == 4 && k % 5 == 0 {
+                json!({"op": "delete", "resource": "users", "id": id})
+            } else if round == 5 && k % 5 == 0 {
+                json!({"op": "insert", "resource": "users", "data": {"id": id, "name": "back", "n": round}})
+            } else {
+                json!({"op": "update", "resource": "users", "id": id, "data": {"n": round}})
+            });
+        }
+    }
+    let conn = db.conn.clone();
+    let writer = std::thread::spawn(move || write(&S3dbTarget::at(conn), commands));
+    // Killed twice while the writes stream in, each time once some of them are journaled.
+    let mut killed_mid_stream = 0;
+    for _ in 0..2 {
+        let head = host.get("/v1/status").await["journal"]["head"]
+            .as_u64()
+            .unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "changes to be captured",
+            || async {
+                let now = host.get("/v1/status").await["journal"]["head"]
+                    .as_u64()
+                    .unwrap();
+                (now >= head + 15 || writer.is_finished()).then_some(())
+            },
+        )
+        .await;
+        if !writer.is_finished() {
+            killed_mid_stream += 1;
+        }
+        host.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        host.restart().await;
+    }
+    assert!(
+        killed_mid_stream > 0,
+        "the writer ended before the host was killed"
+    );
+    writer.join().unwrap();
+    let expected = holdings(&db);
+    assert_eq!(expected["users"].len(), 20);
+    assert!(
+        expected["users"].values().all(|r| r["n"] == 5),
+        "{expected:?}"
+    );
+    converged(&pg, &expected).await;
+}
