@@ -2,7 +2,6 @@
 //! S3 event notifications on an SQS queue or by listing, so writes made by any process with no
 //! plugin are replicated. Captured changes enter the journal like posted events.
 
-pub mod config;
 mod notifications;
 mod polling;
 mod source;
@@ -15,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-pub use config::SourceConfig;
 pub use source::CaptureError;
 use source::Source;
 use stats::{SourceCounters, SourceStats};
 
+use crate::config::SourceConfig;
 use crate::delivery::Backoff;
 use crate::journal::Journal;
 use crate::pipeline::telemetry::Telemetry;

@@ -7,9 +7,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{DEFAULT_PARALLELISM, NotificationsConfig};
 use super::source::{CaptureError, Source, Wanted};
 use super::stats::Skip;
+use crate::config::sources::{DEFAULT_PARALLELISM, NotificationsConfig};
 use crate::delivery::sqs::{QueueRef, Unusable, unusable};
 use crate::delivery::{Backoff, aws};
 use crate::s3db::KeyKind;

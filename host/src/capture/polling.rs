@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::PollConfig;
 use super::source::{CaptureError, Source, Wanted};
 use super::stats::PassReport;
+use crate::config::sources::PollConfig;
 use crate::delivery::Backoff;
 use crate::journal::Seen;
 use crate::s3db::store::Stamp;

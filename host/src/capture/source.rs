@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::config::SourceConfig;
 use super::stats::{Skip, SourceCounters};
+use crate::config::sources::SourceConfig;
 use crate::delivery::bounded;
 use crate::journal::{Journal, JournalError, Observation, Observed, Outcome, RecordKey, Seen};
 use crate::s3db::{Database, RecordRead, S3dbError};

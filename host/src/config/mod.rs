@@ -5,13 +5,13 @@
 
 mod interpolate;
 pub mod resources;
+pub mod sources;
 
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::capture::SourceConfig;
 pub use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, RetryStrategy};
 use crate::delivery::{ActionSet, Route};
 use crate::drivers::s3db::S3dbConfig;
@@ -19,6 +19,7 @@ pub use crate::drivers::{DriverConfig, DriverKind};
 use crate::options::{Problem, Problems, Section, index, join};
 use crate::plugins::PluginsConfig;
 pub use crate::redact::Secret;
+pub use sources::SourceConfig;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +259,7 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
         None => {}
     }
     if let Some(v) = root.value("sources") {
-        config.sources = crate::capture::config::parse(v, problems);
+        config.sources = sources::parse(v, problems);
         refuse_loops(&config, problems);
     }
     root.finish();
