@@ -3,7 +3,7 @@
 //! (polling a `file://` database and the S3 test server, S3 notifications through moto's SQS)
 //! and its PostgreSQL replicator ends with exactly what s3db.js holds.
 
-use replicator_tests::sqs::{Sqs, unique};
+use replicator_tests::sqs::Sqs;
 use replicator_tests::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -204,52 +204,16 @@ async fn polling_the_s3_server_captures_every_write_path() {
     every_write_path_by_polling(S3dbTarget::s3("capture"), "capture_s3").await;
 }
 
-/// A bucket on moto whose ObjectCreated/ObjectRemoved notifications go to a fresh queue.
-async fn notified_bucket(sqs: &Sqs, name: &str) -> (S3dbTarget, String) {
-    let bucket = unique(name).to_lowercase();
-    sqs.create_bucket(&bucket).await;
-    let queue = sqs.create_queue(&unique(name), &[]).await;
-    let arn = sqs
-        .client
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-    sqs.s3
-        .put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .events(Event::from("s3:ObjectRemoved:*"))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let host = sqs.endpoint.trim_start_matches("http://");
-    (
-        S3dbTarget::at(format!("http://test:test@{host}/{bucket}/app")),
-        queue,
-    )
+/// A database on moto whose bucket notifies a fresh queue.
+async fn notified_database(sqs: &Sqs, name: &str) -> (S3dbTarget, String) {
+    let (bucket, queue) = sqs.notified_bucket(name).await;
+    (S3dbTarget::at(sqs.database(&bucket, "app")), queue)
 }
 
 fn notifications_source(sqs: &Sqs, db: &S3dbTarget, queue: &str) -> String {
     format!(
-        "sources:\n  - id: app\n    connectionString: {}\n    notifications:\n      queueUrl: {queue}\n      endpoint: {}\n      credentials: {{accessKeyId: test, secretAccessKey: test}}\n      waitTimeSeconds: 1\n      visibilityTimeout: 2s\n",
-        db.conn, sqs.endpoint
+        "sources:\n{}",
+        sqs.notifications_source("app", &db.conn, queue)
     )
 }
 
@@ -272,8 +236,8 @@ fn notification(
 
 #[tokio::test]
 async fn notifications_capture_every_write_path_and_duplicates_change_nothing() {
-    let sqs = Sqs::connect().await;
-    let (db, queue) = notified_bucket(&sqs, "capture-notify").await;
+    let sqs = Sqs::moto().await;
+    let (db, queue) = notified_database(&sqs, "capture-notify").await;
     let pg = Pg::connect("capture_notify").await;
     let host = Host::start(&format!(
         "{}replicators:\n{}",
@@ -382,8 +346,8 @@ async fn notifications_capture_every_write_path_and_duplicates_change_nothing() 
 /// again, and the replica ends exactly as s3db.js left the bucket.
 #[tokio::test]
 async fn kill_9_while_changes_stream_in_loses_none() {
-    let sqs = Sqs::connect().await;
-    let (db, queue) = notified_bucket(&sqs, "capture-crash").await;
+    let sqs = Sqs::moto().await;
+    let (db, queue) = notified_database(&sqs, "capture-crash").await;
     let pg = Pg::connect("capture_crash").await;
     let mut host = Host::start(&format!(
         "{}replicators:\n{}",

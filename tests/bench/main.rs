@@ -142,7 +142,7 @@ async fn main() {
             .unwrap_or(0)
     );
 
-    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,bigquery,backlog runs a subset.
+    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,bigquery,backlog,capture runs a subset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
 
@@ -499,4 +499,141 @@ async fn main() {
             start.elapsed().as_secs_f64()
         );
     }
+
+    // 9. Change capture: from an s3db.js write (another process, no plugin) to the PostgreSQL
+    // row through S3 notifications (moto), and what a polling pass costs per 10,000 objects.
+    if run("capture") {
+        capture_latency(50, 20).await;
+        polling_cost("file://", S3dbTarget::file()).await;
+        polling_cost("the S3 test server", S3dbTarget::s3("bench-poll")).await;
+    }
+}
+
+/// Runs tests/js/capture-bench.mjs; returns its JSON line.
+fn s3db_js(args: &[&str]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/capture-bench.mjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node runs (tests/servers/s3db-js.sh install)");
+    assert!(
+        out.status.success(),
+        "capture-bench.mjs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `rate` s3db.js inserts a second for `seconds` into a bucket that notifies moto's SQS; the
+/// time from the start of each insert to its row being visible in PostgreSQL.
+async fn capture_latency(rate: u64, seconds: u64) {
+    let sqs = replicator_tests::sqs::Sqs::moto().await;
+    let (bucket, queue) = sqs.notified_bucket("bench-capture").await;
+    let database = sqs.database(&bucket, "app");
+    let pg = Pg::connect("bench_capture").await;
+    let s = &pg.schema;
+    pg.client
+        .batch_execute(&format!(
+            "CREATE TABLE {s}.events (id text PRIMARY KEY, \"writtenAt\" double precision, payload text, _sequence bigint NOT NULL);
+             CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.id || ' ' || NEW.\"writtenAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
+        ))
+        .await
+        .unwrap();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (listener, mut conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let sink = latencies.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let written: f64 = n.payload().split(' ').nth(1).unwrap().parse().unwrap();
+                sink.lock().unwrap().push((now_micros() - written) / 1000.0);
+            }
+        }
+    });
+    listener.batch_execute("LISTEN visible").await.unwrap();
+    let mut source = sqs.notifications_source("app", &database, &queue);
+    source = source.replace("waitTimeSeconds: 1", "waitTimeSeconds: 20");
+    let host = Host::start(&format!(
+        "sources:\n{source}replicators:\n{}",
+        pg.replicator("pg", "[events]", "")
+    ))
+    .await;
+    let (rate_text, seconds_text) = (rate.to_string(), seconds.to_string());
+    let wrote = tokio::task::spawn_blocking(move || {
+        s3db_js(&["stream", &database, &rate_text, &seconds_text])
+    })
+    .await
+    .unwrap();
+    let total = (rate * seconds) as usize;
+    eventually(Duration::from_secs(120), "every captured row", || async {
+        (latencies.lock().unwrap().len() >= total).then_some(())
+    })
+    .await;
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(f64::total_cmp);
+    let status = host.get("/v1/status").await["sources"][0].clone();
+    println!(
+        "capture, s3db.js write -> PostgreSQL row, notifications (moto), {rate} writes/s: p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} writes in {:.1} s, {} requests)",
+        percentile(&l, 0.50),
+        percentile(&l, 0.99),
+        l.last().copied().unwrap_or(0.0),
+        l.len(),
+        wrote["seconds"].as_f64().unwrap_or(0.0),
+        metric(&host, "replicator_capture_requests_total{source=\"app\"}").await
+    );
+    assert_eq!(status["captured"]["insert"], total as u64, "{status}");
+}
+
+/// The source's last complete polling pass, once `want` accepts it.
+async fn last_pass(host: &Host, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    eventually(Duration::from_secs(300), "a polling pass", || async {
+        let p = host.get("/v1/status").await["sources"][0]["lastPass"].clone();
+        (p.is_object() && want(&p)).then_some(p)
+    })
+    .await
+}
+
+/// A pass over 10,000 records: the first (every record new), one with nothing changed, and
+/// one after 100 updates (the host stopped meanwhile, so one pass holds them all).
+async fn polling_cost(label: &str, db: S3dbTarget) {
+    let objects = 10_000u64;
+    let conn = db.conn.clone();
+    let filled =
+        tokio::task::spawn_blocking(move || s3db_js(&["fill", &conn, &objects.to_string()]))
+            .await
+            .unwrap();
+    let config = format!(
+        "sources:\n  - id: poll\n    connectionString: {}\n    poll: 1s\n",
+        db.conn
+    );
+    let mut host = Host::start(&config).await;
+    let first = last_pass(&host, |p| p["changes"] == objects).await;
+    let idle = last_pass(&host, |p| p["finishedAt"] != first["finishedAt"]).await;
+    host.stop();
+    let conn = db.conn.clone();
+    tokio::task::spawn_blocking(move || s3db_js(&["touch", &conn, "100"]))
+        .await
+        .unwrap();
+    host.restart().await;
+    let touched = last_pass(&host, |_| true).await;
+    for (what, p) in [
+        ("first pass (all new)", &first),
+        ("nothing changed", &idle),
+        ("100 records updated", &touched),
+    ] {
+        println!(
+            "capture, polling {label:<18} 10,000 records, {what:<20}: {:>7.2} s, {:>6} requests, {:>6} changes",
+            p["seconds"].as_f64().unwrap_or(0.0),
+            p["requests"],
+            p["changes"]
+        );
+    }
+    println!(
+        "capture, polling {label:<18} (s3db.js wrote the 10,000 records in {:.1} s)",
+        filled["seconds"].as_f64().unwrap_or(0.0)
+    );
 }

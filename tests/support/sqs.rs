@@ -54,9 +54,21 @@ pub fn unique(name: &str) -> String {
 }
 
 impl Sqs {
+    /// The SQS server of the run (`SQS_ENDPOINT`).
     pub async fn connect() -> Sqs {
         let endpoint = std::env::var("SQS_ENDPOINT")
             .expect("SQS_ENDPOINT is not set: run the tests with tests/run (it starts moto)");
+        Sqs::connect_to(endpoint).await
+    }
+
+    /// moto (`MOTO_ENDPOINT`), whose S3 notifies its SQS queues.
+    pub async fn moto() -> Sqs {
+        let endpoint = std::env::var("MOTO_ENDPOINT")
+            .expect("MOTO_ENDPOINT is not set: start moto with tests/servers/sqs.sh");
+        Sqs::connect_to(endpoint).await
+    }
+
+    pub async fn connect_to(endpoint: String) -> Sqs {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&endpoint)
@@ -197,6 +209,58 @@ impl Sqs {
                 .unwrap();
         }
         out
+    }
+
+    /// A fresh bucket whose ObjectCreated and ObjectRemoved notifications go to a fresh standard
+    /// queue; returns both names (the queue as its URL).
+    pub async fn notified_bucket(&self, name: &str) -> (String, String) {
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        let bucket = unique(name).to_lowercase();
+        self.create_bucket(&bucket).await;
+        let queue = self.create_queue(&unique(name), &[]).await;
+        let arn = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let to_queue = QueueConfiguration::builder()
+            .queue_arn(arn)
+            .events(Event::from("s3:ObjectCreated:*"))
+            .events(Event::from("s3:ObjectRemoved:*"))
+            .build()
+            .unwrap();
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(&bucket)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(to_queue)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        (bucket, queue)
+    }
+
+    /// The config of a source reading `connection` through the notifications of `queue`.
+    pub fn notifications_source(&self, id: &str, connection: &str, queue: &str) -> String {
+        format!(
+            "  - id: {id}\n    connectionString: {connection}\n    notifications:\n      queueUrl: {queue}\n      endpoint: {}\n      credentials: {{accessKeyId: test, secretAccessKey: test}}\n      waitTimeSeconds: 1\n      visibilityTimeout: 2s\n",
+            self.endpoint
+        )
+    }
+
+    /// An s3db connection string for a prefix of a bucket of this server.
+    pub fn database(&self, bucket: &str, prefix: &str) -> String {
+        let host = self.endpoint.trim_start_matches("http://");
+        format!("http://test:test@{host}/{bucket}/{prefix}")
     }
 
     /// Creates a bucket on moto's S3 (same server).
