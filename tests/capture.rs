@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const RESOURCES: [&str; 3] = ["users", "docs", "blobs"];
+const RESOURCES: [&str; 4] = ["users", "docs", "blobs", "cards"];
 
 /// Resources of every behavior that matters for reading: user-managed (metadata, a body after
 /// an update that overflows), body-overflow, body-only; and a plugin's own resource.
@@ -33,6 +33,12 @@ fn inserts() -> Vec<Value> {
         json!({"op": "insert", "resource": "docs", "data": {"id": "d2", "title": "small", "text": "y"}}),
         json!({"op": "insert", "resource": "blobs", "data": {"id": "b1", "title": "t", "meta": {"size": 3, "kind": "png"}}}),
         json!({"op": "insert", "resource": "plg_audit", "data": {"id": "p1", "what": "internal"}}),
+        // A new version made in the process that made the first: s3db.json's registry does
+        // not map the two new attributes, which s3db.js numbers in the order written.
+        json!({"op": "createResource", "name": "cards", "attributes": {"title": "string"}}),
+        json!({"op": "insert", "resource": "cards", "data": {"id": "c1", "title": "first"}}),
+        json!({"op": "createResource", "name": "cards", "attributes": {"title": "string", "zeta": "string|optional", "alpha": "number|optional"}}),
+        json!({"op": "insert", "resource": "cards", "data": {"id": "c2", "title": "second", "zeta": "z", "alpha": 7}}),
     ];
     c.splice(0..0, schema());
     c
@@ -47,9 +53,11 @@ fn changes() -> Vec<Value> {
         json!({"op": "delete", "resource": "users", "id": "u4"}),
         json!({"op": "update", "resource": "docs", "id": "d2", "data": {"text": "z".repeat(4000)}}),
         json!({"op": "update", "resource": "blobs", "id": "b1", "data": {"meta": {"size": 4, "kind": "gif"}}}),
-        json!({"op": "createResource", "name": "users", "attributes": {"name": "string", "n": "number|optional", "tags": "array|items:string|optional", "email": "string|optional"}}),
-        json!({"op": "insert", "resource": "users", "data": {"id": "u5", "name": "Eve", "email": "eve@example.com"}}),
-        json!({"op": "update", "resource": "users", "id": "u1", "data": {"email": "ana@example.com"}}),
+        // Two attributes at once, in other than alphabetical order: s3db.js numbers them as
+        // written, before its registry in s3db.json maps them.
+        json!({"op": "createResource", "name": "users", "attributes": {"name": "string", "n": "number|optional", "tags": "array|items:string|optional", "email": "string|optional", "city": "string|optional"}}),
+        json!({"op": "insert", "resource": "users", "data": {"id": "u5", "name": "Eve", "email": "eve@example.com", "city": "Porto"}}),
+        json!({"op": "update", "resource": "users", "id": "u1", "data": {"email": "ana@example.com", "city": "Braga"}}),
         json!({"op": "insert", "resource": "plg_audit", "data": {"id": "p2", "what": "internal"}}),
     ]
 }

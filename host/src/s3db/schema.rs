@@ -107,6 +107,94 @@ pub struct Definition {
     pub created_at: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The attributes' keys in the order `s3db.json` has them (`attributes` is sorted):
+    /// s3db.js gives attributes its registry does not map yet the next indices in that order.
+    #[serde(skip)]
+    pub written_order: Option<KeyOrder>,
+}
+
+/// The keys of a JSON object in the order they were written, each with those of the object
+/// it holds, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyOrder(pub Vec<(String, Option<KeyOrder>)>);
+
+impl<'de> Deserialize<'de> for KeyOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(OrderVisitor)? {
+            Some(order) => Ok(order),
+            None => Err(serde::de::Error::custom("expected an object")),
+        }
+    }
+}
+
+/// Any JSON value: its key order when it is an object.
+struct MaybeOrder(Option<KeyOrder>);
+
+impl<'de> Deserialize<'de> for MaybeOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OrderVisitor).map(MaybeOrder)
+    }
+}
+
+struct OrderVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OrderVisitor {
+    type Value = Option<KeyOrder>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let MaybeOrder(inner) = map.next_value()?;
+            keys.push((key, inner));
+        }
+        Ok(Some(KeyOrder(keys)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Just the attribute key orders of an `s3db.json`.
+#[derive(Deserialize)]
+struct CatalogOrder {
+    #[serde(default)]
+    resources: BTreeMap<String, ResourceOrder>,
+}
+
+#[derive(Deserialize)]
+struct ResourceOrder {
+    #[serde(default)]
+    versions: BTreeMap<String, VersionOrder>,
+}
+
+#[derive(Deserialize)]
+struct VersionOrder {
+    attributes: Option<KeyOrder>,
 }
 
 /// A partition: field path -> rule (`string`, `date`, `maxlength:N`...).
@@ -185,28 +273,53 @@ impl Resource {
             })?;
         let mut leaves = Vec::new();
         flatten_definition(&def.attributes, "", &mut leaves);
-        let mapping = entry.schema_registry.as_ref().map(|r| &r.mapping);
+        let definitions: BTreeMap<String, String> = leaves.into_iter().collect();
+        let (leaf_order, object_paths) = key_order(def);
         let mut attributes = BTreeMap::new();
         let mut by_key = BTreeMap::new();
-        for (i, (path, definition)) in leaves.into_iter().enumerate() {
-            // Old databases without a registry use the position in the path list.
-            let index = match mapping {
-                Some(m) => match m.get(&path) {
-                    Some(ix) => *ix,
-                    None => continue,
-                },
-                None => i as u64,
+        let mut add = |path: &str, index: u64| {
+            let Some(definition) = definitions.get(path) else {
+                return;
             };
             let key = base62::encode_key(index);
-            by_key.insert(key.clone(), path.clone());
+            by_key.insert(key.clone(), path.to_string());
             attributes.insert(
-                path.clone(),
+                path.to_string(),
                 Attribute {
-                    path,
+                    path: path.to_string(),
                     key,
-                    kind: kind_of(&definition),
+                    kind: kind_of(definition),
                 },
             );
+        };
+        match &entry.schema_registry {
+            // What the registry does not map yet, s3db.js numbers from its next index on:
+            // leaves, then object paths, in the order the definition was written.
+            Some(registry) => {
+                let highest = registry
+                    .mapping
+                    .values()
+                    .chain(registry.burned.iter().map(|b| &b.index))
+                    .max()
+                    .map_or(0, |m| m + 1);
+                let mut next = registry.next_index.max(highest);
+                for path in leaf_order.iter().chain(&object_paths) {
+                    let index = match registry.mapping.get(path) {
+                        Some(ix) => *ix,
+                        None => {
+                            next += 1;
+                            next - 1
+                        }
+                    };
+                    add(path, index);
+                }
+            }
+            // Old databases without a registry use the position in the leaf list.
+            None => {
+                for (i, path) in leaf_order.iter().enumerate() {
+                    add(path, i as u64);
+                }
+            }
         }
         let partitions = def
             .partitions
@@ -233,6 +346,58 @@ impl Resource {
             .map(|a| (a.path.clone(), Value::String(a.key.clone())))
             .collect();
         Value::Object(m).to_string()
+    }
+}
+
+/// A definition's leaf paths and nested-object paths, each in the order s3db.js lists them:
+/// as written when that is known, else sorted.
+fn key_order(def: &Definition) -> (Vec<String>, Vec<String>) {
+    let (mut leaves, mut objects) = (Vec::new(), Vec::new());
+    let sorted;
+    let order = match &def.written_order {
+        Some(order) => order,
+        None => {
+            sorted = sorted_order(&def.attributes);
+            &sorted
+        }
+    };
+    walk_order(order, &def.attributes, "", &mut leaves, &mut objects);
+    (leaves, objects)
+}
+
+fn sorted_order(attrs: &Map<String, Value>) -> KeyOrder {
+    KeyOrder(
+        attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_object().map(sorted_order)))
+            .collect(),
+    )
+}
+
+/// Leaves as [`flatten_definition`] finds them; object paths before the paths inside them.
+fn walk_order(
+    order: &KeyOrder,
+    attrs: &Map<String, Value>,
+    prefix: &str,
+    leaves: &mut Vec<String>,
+    objects: &mut Vec<String>,
+) {
+    for (name, inner) in &order.0 {
+        let Some(def) = attrs.get(name).filter(|_| !name.contains("$$")) else {
+            continue;
+        };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match (def, inner) {
+            (Value::Object(o), Some(inner)) if !o.get("type").is_some_and(Value::is_string) => {
+                objects.push(path.clone());
+                walk_order(inner, o, &path, leaves, objects);
+            }
+            _ => leaves.push(path),
+        }
     }
 }
 
@@ -278,7 +443,7 @@ impl Catalog {
     /// Reads an `s3db.json` body; an error names the key path at fault.
     pub fn parse(body: &[u8]) -> Result<Catalog, CatalogError> {
         let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut catalog: Catalog = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             CatalogError::Shape(if path == "." {
@@ -286,7 +451,20 @@ impl Catalog {
             } else {
                 format!("{path}: {inner}")
             })
-        })
+        })?;
+        if let Ok(order) = serde_json::from_slice::<CatalogOrder>(body) {
+            for (name, resource) in order.resources {
+                let Some(entry) = catalog.resources.get_mut(&name) else {
+                    continue;
+                };
+                for (version, v) in resource.versions {
+                    if let Some(def) = entry.versions.get_mut(&version) {
+                        def.written_order = v.attributes;
+                    }
+                }
+            }
+        }
+        Ok(catalog)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -455,6 +633,30 @@ mod tests {
             "burned index 2 is never reused"
         );
         assert_eq!(r.version, "v2");
+    }
+
+    /// s3db.js 21.6.2 may write a new version before its registry maps the new attributes;
+    /// its readers number them from `nextIndex` on, in the order the definition lists them.
+    #[test]
+    fn attributes_the_registry_does_not_map_yet_follow_the_written_order() {
+        let body = br#"{"resources": {"users": {"currentVersion": "v2",
+            "versions": {"v1": {"attributes": {"name": "string"}},
+                         "v2": {"attributes": {"name": "string", "zeta": "string", "box": {"w": "number"}, "alpha": "number"}}},
+            "schemaRegistry": {"nextIndex": 1, "mapping": {"name": 0}, "burned": []}}}}"#;
+        let c = Catalog::parse(body).unwrap();
+        let r = c.resource("users").unwrap().unwrap();
+        let keys: Vec<(&str, &str)> = r
+            .attributes
+            .values()
+            .map(|a| (a.path.as_str(), a.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("alpha", "3"), ("box.w", "2"), ("name", "0"), ("zeta", "1")],
+            "leaves in written order, then the object path box (4)"
+        );
+        let old = c.resource_at("users", "v1").unwrap().unwrap();
+        assert_eq!(old.attributes.len(), 1);
     }
 
     #[test]
