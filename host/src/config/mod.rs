@@ -516,6 +516,40 @@ replicators:
     }
 
     #[test]
+    fn a_source_written_back_into_its_own_database_is_refused() {
+        let p = problems(
+            r#"
+sources:
+  - id: app
+    connectionString: s3://k:s@bucket/app
+    resources: [users]
+    poll: 1m
+  - id: other
+    connectionString: s3://k:s@bucket/other
+    poll: 1m
+replicators:
+  - id: copy
+    driver: s3db
+    resources: ['*']
+    config: {connectionString: "s3://k:s@bucket/app"}
+  - id: elsewhere
+    driver: s3db
+    resources: [orders]
+    config: {connectionString: "s3://k:s@bucket/other"}
+"#,
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].starts_with("sources[0].connectionString: replicator \"copy\" writes"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("sources[1].connectionString: replicator \"elsewhere\""),
+            "the other source captures every resource, orders too: {p:#?}"
+        );
+    }
+
+    #[test]
     fn json_config_with_top_level_driver_keys_and_defaults() {
         let c = parse_text(
             r#"{"maxRetries": 5, "replicators": [{"driver": "webhook", "resources": ["users"], "url": "http://127.0.0.1:9/h", "retries": 2}]}"#,
