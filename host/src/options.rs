@@ -270,6 +270,22 @@ impl<'a> Section<'a> {
         Some(out)
     }
 
+    /// An id (of a replicator, a source): letters, digits, `-`, `_` and `.`; `default` when absent.
+    pub fn id(&mut self, key: &str, default: impl FnOnce() -> String) -> String {
+        let id = self.string(key).unwrap_or_else(default);
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.problem(
+                key,
+                format!("must use only letters, digits, '-', '_' and '.', found \"{id}\""),
+            );
+        }
+        id
+    }
+
     /// A nested object.
     pub fn section(&mut self, key: &str) -> Option<Section<'a>> {
         let path = self.path_of(key);

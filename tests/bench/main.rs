@@ -190,30 +190,8 @@ async fn main() {
     // 3. Latency at a steady 5,000 events/s, to PostgreSQL (row visible) and to a webhook.
     if run("latency") {
         let pg = Pg::connect("bench_latency").await;
-        let s = &pg.schema;
-        pg.client
-            .batch_execute(&format!(
-                "CREATE TABLE {s}.events (id text PRIMARY KEY, \"sentAt\" double precision, _sequence bigint NOT NULL, _replicated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.id || ' ' || NEW.\"sentAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
-                 CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
-            ))
-            .await
-            .unwrap();
-        let pg_latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (listener, mut conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let sink = pg_latencies.clone();
-        // The notification arrives when the row's transaction commits: the row is visible.
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                if let tokio_postgres::AsyncMessage::Notification(n) = msg {
-                    let sent: f64 = n.payload().split(' ').nth(1).unwrap().parse().unwrap();
-                    sink.lock().unwrap().push((now_micros() - sent) / 1000.0);
-                }
-            }
-        });
-        listener.batch_execute("LISTEN visible").await.unwrap();
+        let visible = row_latencies(&pg, "\"sentAt\" double precision", "sentAt").await;
+        let pg_latencies = visible.samples.clone();
         let rx = Receiver::start().await;
         let config = format!(
             "replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [events]\n    config:\n      url: {}\n",
@@ -509,6 +487,45 @@ async fn main() {
     }
 }
 
+/// Creates `events` (`id`, `columns`, `_sequence`) in the test's schema and collects, for every
+/// row that becomes visible, the milliseconds since the time its column `stamp` holds
+/// (microseconds since the epoch): a trigger notifies when the row's transaction commits.
+async fn row_latencies(pg: &Pg, columns: &str, stamp: &str) -> RowLatencies {
+    let s = &pg.schema;
+    pg.client
+        .batch_execute(&format!(
+            "CREATE TABLE {s}.events (id text PRIMARY KEY, {columns}, _sequence bigint NOT NULL, _replicated_at timestamptz NOT NULL DEFAULT now());
+             CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.id || ' ' || NEW.\"{stamp}\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
+        ))
+        .await
+        .unwrap();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (listener, mut conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let sink = latencies.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let stamped: f64 = n.payload().split(' ').nth(1).unwrap().parse().unwrap();
+                sink.lock().unwrap().push((now_micros() - stamped) / 1000.0);
+            }
+        }
+    });
+    listener.batch_execute("LISTEN visible").await.unwrap();
+    RowLatencies {
+        samples: latencies,
+        _listener: listener,
+    }
+}
+
+/// Latencies of rows becoming visible, in milliseconds, while the listening client lives.
+struct RowLatencies {
+    samples: Arc<std::sync::Mutex<Vec<f64>>>,
+    _listener: tokio_postgres::Client,
+}
+
 /// Runs tests/js/capture-bench.mjs; returns its JSON line.
 fn s3db_js(args: &[&str]) -> serde_json::Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/capture-bench.mjs");
@@ -532,29 +549,13 @@ async fn capture_latency(rate: u64, seconds: u64) {
     let (bucket, queue) = sqs.notified_bucket("bench-capture").await;
     let database = sqs.database(&bucket, "app");
     let pg = Pg::connect("bench_capture").await;
-    let s = &pg.schema;
-    pg.client
-        .batch_execute(&format!(
-            "CREATE TABLE {s}.events (id text PRIMARY KEY, \"writtenAt\" double precision, payload text, _sequence bigint NOT NULL);
-             CREATE FUNCTION {s}.visible() RETURNS trigger AS $$ BEGIN PERFORM pg_notify('visible', NEW.id || ' ' || NEW.\"writtenAt\"::text); RETURN NEW; END $$ LANGUAGE plpgsql;
-             CREATE TRIGGER visible AFTER INSERT OR UPDATE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.visible();"
-        ))
-        .await
-        .unwrap();
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (listener, mut conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let sink = latencies.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
-                let written: f64 = n.payload().split(' ').nth(1).unwrap().parse().unwrap();
-                sink.lock().unwrap().push((now_micros() - written) / 1000.0);
-            }
-        }
-    });
-    listener.batch_execute("LISTEN visible").await.unwrap();
+    let latencies = row_latencies(
+        &pg,
+        "\"writtenAt\" double precision, payload text",
+        "writtenAt",
+    )
+    .await;
+    let latencies = &latencies.samples;
     let mut source = sqs.notifications_source("app", &database, &queue);
     source = source.replace("waitTimeSeconds: 1", "waitTimeSeconds: 20");
     let host = Host::start(&format!(

@@ -401,22 +401,12 @@ fn replicator(
         }
         kind
     });
-    let id = s.string("id").unwrap_or_else(|| {
+    let id = s.id("id", || {
         format!(
             "{}-{i}",
             driver.map(DriverKind::name).unwrap_or("replicator")
         )
     });
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        s.problem(
-            "id",
-            format!("must use only letters, digits, '-', '_' and '.', found \"{id}\""),
-        );
-    }
     let enabled = s.bool("enabled").unwrap_or(true);
     let mut policy = defaults.clone();
     delivery(&mut s, &mut policy);

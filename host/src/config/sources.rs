@@ -94,26 +94,8 @@ pub fn parse(value: &Value, problems: &Problems) -> Vec<SourceConfig> {
 }
 
 fn source(s: &mut Section, i: usize) -> Option<SourceConfig> {
-    let id = s.string("id").unwrap_or_else(|| format!("source-{i}"));
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        s.problem(
-            "id",
-            format!("must use only letters, digits, '-', '_' and '.', found \"{id}\""),
-        );
-    }
-    let connection =
-        s.required_string("connectionString")
-            .and_then(|text| match Connection::parse(&text) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    s.problem("connectionString", e);
-                    None
-                }
-            });
+    let id = s.id("id", || format!("source-{i}"));
+    let connection = Connection::required(s, "connectionString");
     let resources = resources(s);
     let notifications = s.section("notifications").and_then(|mut n| {
         let parsed = notifications(&mut n);

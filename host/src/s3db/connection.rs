@@ -148,6 +148,13 @@ impl Connection {
         })
     }
 
+    /// The connection string at `key` of a config section, which must be there; problems are
+    /// reported at its key path.
+    pub fn required(s: &mut crate::options::Section, key: &str) -> Option<Connection> {
+        let text = s.required_string(key)?;
+        Connection::parse(&text).map_err(|e| s.problem(key, e)).ok()
+    }
+
     /// Adds a sub-prefix (the driver's `keyPrefix`).
     pub fn with_prefix(mut self, extra: &str) -> Self {
         self.prefix = clean_prefix(&[self.prefix.as_str(), extra.trim_matches('/')]);

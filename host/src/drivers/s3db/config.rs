@@ -13,15 +13,7 @@ pub struct S3dbConfig {
 }
 
 pub fn parse(s: &mut Section) -> Option<S3dbConfig> {
-    let connection =
-        s.required_string("connectionString")
-            .and_then(|text| match Connection::parse(&text) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    s.problem("connectionString", e);
-                    None
-                }
-            });
+    let connection = Connection::required(s, "connectionString");
     let region = s.string("region");
     let key_prefix = s.string("keyPrefix");
     let behavior = s
