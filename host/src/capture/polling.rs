@@ -175,7 +175,7 @@ fn differences<'a>(listed: &'a [(String, Stamp)], seen: &'a [(String, Seen)]) ->
                     s.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if stamp.fingerprint != was.fingerprint || was.unsettled {
+                    if !stamp.matches(&was.fingerprint, was.etag.as_deref()) || was.unsettled {
                         out.push(lid.as_str());
                     }
                     l.next();
@@ -202,6 +202,7 @@ mod tests {
     fn stamp(f: &str) -> Stamp {
         Stamp {
             fingerprint: f.into(),
+            etag: None,
             last_modified_ms: 0,
         }
     }
@@ -209,6 +210,7 @@ mod tests {
     fn seen(f: &str, unsettled: bool) -> Seen {
         Seen {
             fingerprint: f.into(),
+            etag: None,
             digest: String::new(),
             last_modified_ms: 0,
             unsettled,
@@ -233,5 +235,12 @@ mod tests {
         ];
         assert_eq!(differences(&listed, &was), vec!["a", "c", "d", "e", "f"]);
         assert!(differences(&listed[1..2], &was[..1]).is_empty());
+        // A listing without ETags (some servers) matches on the rest; two ETags must agree.
+        let mut with_etag = was[..1].to_vec();
+        with_etag[0].1.etag = Some("e1".into());
+        assert!(differences(&listed[1..2], &with_etag).is_empty());
+        let mut listed_etag = listed[1..2].to_vec();
+        listed_etag[0].1.etag = Some("e2".into());
+        assert_eq!(differences(&listed_etag, &with_etag), vec!["b"]);
     }
 }

@@ -266,6 +266,7 @@ impl Source {
                     let lm = record.stamp.last_modified_ms;
                     let seen = Seen {
                         fingerprint: record.stamp.fingerprint,
+                        etag: record.stamp.etag,
                         digest: record.digest,
                         last_modified_ms: lm,
                         unsettled: now.timestamp_millis() - lm < SETTLE.as_millis() as i64,

@@ -27,6 +27,8 @@ pub struct RecordKey {
 pub struct Seen {
     /// The object's stamp (see [`crate::s3db::store::Stamp`]).
     pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Of the stored content: equal digests, nothing to replicate.
     pub digest: String,
     pub last_modified_ms: i64,
@@ -247,6 +249,7 @@ mod tests {
         Observed::Present {
             seen: Seen {
                 fingerprint: format!("f-{digest}"),
+                etag: None,
                 digest: digest.into(),
                 last_modified_ms: 1,
                 unsettled: false,

@@ -52,13 +52,28 @@ pub struct Object {
 }
 
 /// What tells one write of an object from another, as listing and reading report it: on S3
-/// the ETag, size and last-modified time; in a directory the sizes and modification times of
-/// the body file and its sidecar. Change capture compares stamps to find what changed.
+/// the size and last-modified time, and the ETag where the server gives it; in a directory the
+/// sizes and modification times of the body file and its sidecar. Change capture compares
+/// stamps to find what changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stamp {
     pub fingerprint: String,
+    /// Some S3-compatible servers leave it out of listings.
+    pub etag: Option<String>,
     /// Milliseconds since the epoch (S3 keeps whole seconds).
     pub last_modified_ms: i64,
+}
+
+impl Stamp {
+    /// Whether `self` may be the same write as one stamped `fingerprint` and `etag`: an ETag
+    /// missing on either side is no difference.
+    pub fn matches(&self, fingerprint: &str, etag: Option<&str>) -> bool {
+        self.fingerprint == fingerprint
+            && match (self.etag.as_deref(), etag) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// A key found by listing, with its stamp.
@@ -324,12 +339,12 @@ fn s3_stamp(
     size: i64,
     last_modified: Option<&aws_smithy_types::DateTime>,
 ) -> Stamp {
-    let last_modified_ms = last_modified.and_then(|t| t.to_millis().ok()).unwrap_or(0);
+    // Whole seconds: what S3 keeps, and what every server agrees on between a listing (which
+    // some give in milliseconds) and a read's Last-Modified header (always seconds).
+    let last_modified_ms = last_modified.map_or(0, |t| t.secs() * 1000);
     Stamp {
-        fingerprint: format!(
-            "{}/{size}/{last_modified_ms}",
-            etag.unwrap_or_default().trim_matches('"')
-        ),
+        fingerprint: format!("{size}/{last_modified_ms}"),
+        etag: etag.map(|e| e.trim_matches('"').to_string()),
         last_modified_ms,
     }
 }
@@ -357,6 +372,7 @@ fn stamp_of(body: &std::fs::Metadata, sidecar: Option<&std::fs::Metadata>) -> St
             sidecar.map_or(0, |m| m.len()),
             sidecar.map_or(0, nanos)
         ),
+        etag: None,
         last_modified_ms: (latest / 1_000_000) as i64,
     }
 }
