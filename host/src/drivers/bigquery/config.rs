@@ -11,7 +11,6 @@ use serde_json::Value;
 use gcp_bigquery_client::model::clustering::Clustering;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 
-use super::schema::table_name_problem;
 use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
 use crate::redact::Secret;
@@ -323,6 +322,15 @@ pub fn parse(s: &mut Section) -> Option<BigQueryConfig> {
         merge_rows,
         staging_retention,
     })
+}
+
+/// What is wrong with a table or dataset name (`what` says which), if anything: letters,
+/// digits and `_`, short enough for the `_current` and `_changes` the host adds.
+pub fn table_name_problem(what: &str, name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 1000
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (!ok).then(|| format!("\"{name}\" is not a BigQuery {what} name: letters, digits and '_' only"))
 }
 
 #[cfg(test)]

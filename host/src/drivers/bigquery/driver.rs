@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, Api, is_duplicate, is_not_found};
-use super::config::{BigQueryConfig, Destination, Mutability};
+use super::config::{BigQueryConfig, Destination, Mutability, table_name_problem};
 use super::schema::{self, ColumnType};
 use crate::delivery::{ANY_RESOURCE, BackgroundReport, Backoff, DeliveryPolicy, Route, for_outage};
 use crate::drivers::util::payload::idempotency_key;
@@ -163,7 +163,7 @@ impl BigQueryDriver {
         };
         let mut verdicts = Vec::new();
         let mut rows = Vec::new();
-        if let Some(problem) = schema::table_name_problem("table", &destination.table) {
+        if let Some(problem) = table_name_problem("table", &destination.table) {
             let e = DeliveryError::permanent(problem);
             return items.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
         }

@@ -142,15 +142,6 @@ pub fn column_name_ok(name: &str) -> bool {
         && !RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
 }
 
-/// What is wrong with a table or dataset name (`what` says which), if anything: letters,
-/// digits and `_`, short enough for the `_current` and `_changes` the host adds.
-pub fn table_name_problem(what: &str, name: &str) -> Option<String> {
-    let ok = !name.is_empty()
-        && name.len() <= 1000
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (!ok).then(|| format!("\"{name}\" is not a BigQuery {what} name: letters, digits and '_' only"))
-}
-
 /// The columns the host adds to every row, per mode, after `id` and the record's fields.
 pub fn meta_columns(mutability: Mutability, staging: bool) -> Vec<(&'static str, ColumnType)> {
     let mut columns = vec![

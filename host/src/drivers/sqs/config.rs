@@ -4,11 +4,34 @@
 
 use std::collections::BTreeMap;
 
-use super::message::{Attribute, MAX_ATTRIBUTES, RECORD_ATTRIBUTES};
 use crate::delivery::aws::AwsAccess;
 pub use crate::delivery::sqs::QueueRef;
 use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
+
+/// A message attribute (`DataType` `String` or `Number`, or a custom type such as
+/// `String.tenant`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub data_type: String,
+    pub value: String,
+}
+
+impl Attribute {
+    pub(super) fn new(name: &str, data_type: &str, value: String) -> Attribute {
+        Attribute {
+            name: name.to_string(),
+            data_type: data_type.to_string(),
+            value,
+        }
+    }
+}
+
+/// The attributes every message carries; `messageAttributes` may not reuse their names.
+pub const RECORD_ATTRIBUTES: [&str; 4] = ["resource", "action", "id", "sequence"];
+/// SQS takes at most this many attributes per message (one is kept for the pointer's size).
+pub const MAX_ATTRIBUTES: usize = 10;
 
 /// The FIFO message group of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]

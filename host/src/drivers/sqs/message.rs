@@ -5,7 +5,7 @@
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use sha2::{Digest, Sha256};
 
-use super::config::{MessageGroup, id_problem};
+use super::config::{Attribute, MessageGroup, RECORD_ATTRIBUTES, id_problem};
 use crate::drivers::Delivery;
 use crate::drivers::util::payload::Payload;
 
@@ -13,30 +13,6 @@ use crate::drivers::util::payload::Payload;
 /// consumers read offloaded bodies with the library they already use.
 const POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
 const EXTENDED_SIZE_ATTRIBUTE: &str = "ExtendedPayloadSize";
-
-/// A message attribute (`DataType` `String` or `Number`, or a custom type such as
-/// `String.tenant`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribute {
-    pub name: String,
-    pub data_type: String,
-    pub value: String,
-}
-
-impl Attribute {
-    fn new(name: &str, data_type: &str, value: String) -> Attribute {
-        Attribute {
-            name: name.to_string(),
-            data_type: data_type.to_string(),
-            value,
-        }
-    }
-}
-
-/// The attributes every message carries; `messageAttributes` may not reuse their names.
-pub const RECORD_ATTRIBUTES: [&str; 4] = ["resource", "action", "id", "sequence"];
-/// SQS takes at most this many attributes per message (one is kept for the pointer's size).
-pub const MAX_ATTRIBUTES: usize = 10;
 
 /// A message ready to be put into a batch.
 #[derive(Debug, Clone, Default)]
