@@ -418,3 +418,33 @@ async fn kill_9_while_changes_stream_in_loses_none() {
     );
     converged(&pg, &expected).await;
 }
+
+/// A source that cannot make progress says so, in status, metrics and the stream's place,
+/// naming what refuses: here a bucket nobody serves, and a queue that does not exist.
+#[tokio::test]
+async fn a_source_that_cannot_progress_says_why() {
+    let sqs = Sqs::moto().await;
+    let (bucket, _queue) = sqs.notified_bucket("capture-fail").await;
+    let missing_queue = format!("{}/123456789012/no-such-queue", sqs.endpoint);
+    let port = free_port();
+    let host = Host::start(&format!(
+        "sources:\n  - id: down\n    connectionString: http://test:test@127.0.0.1:{port}/nowhere\n    poll: 200ms\n{}",
+        sqs.notifications_source("lost", &sqs.database(&bucket, "app"), &missing_queue)
+    ))
+    .await;
+    let sources = eventually(Duration::from_secs(30), "both sources to fail", || async {
+        let s = host.get("/v1/status").await["sources"].clone();
+        (s[0]["state"] == "failing" && s[1]["state"] == "failing").then_some(s)
+    })
+    .await;
+    let down = sources[0]["lastError"].as_str().unwrap();
+    assert!(down.contains(&format!("127.0.0.1:{port}")), "{down}");
+    let lost = sources[1]["lastError"].as_str().unwrap();
+    assert!(lost.contains("does not exist"), "{lost}");
+    assert!(!lost.contains("test:test"), "no secret in errors: {lost}");
+    let metrics = host.metrics().await;
+    assert!(
+        metrics.contains("replicator_capture_errors_total{source=\"lost\"}"),
+        "{metrics}"
+    );
+}

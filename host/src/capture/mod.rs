@@ -16,7 +16,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 pub use source::CaptureError;
 use source::Source;
-use stats::{SourceCounters, SourceStats};
+use stats::{Part, SourceCounters, SourceStats};
 
 use crate::config::SourceConfig;
 use crate::delivery::Backoff;
@@ -100,9 +100,12 @@ async fn run(
             _ = shutdown.cancelled() => return,
         };
         match connecting {
-            Ok(db) => break db,
+            Ok(db) => {
+                counters.running(Part::Connect);
+                break db;
+            }
             Err(e) => {
-                counters.failed(&e.to_string());
+                counters.failed(Part::Connect, &e.to_string());
                 let delay = backoff
                     .get_or_insert_with(outage_backoff)
                     .next()

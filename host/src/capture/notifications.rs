@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::source::{CaptureError, Source, Wanted};
-use super::stats::Skip;
+use super::stats::{Part, Skip};
 use crate::config::sources::{DEFAULT_PARALLELISM, NotificationsConfig};
 use crate::delivery::sqs::{QueueRef, Unusable, unusable};
 use crate::delivery::{Backoff, aws};
@@ -146,10 +146,10 @@ async fn receive_loop(
         match round {
             Ok(()) => {
                 backoff = None;
-                source.counters.running();
+                source.counters.running(Part::Notifications);
             }
             Err(e) => {
-                source.counters.failed(&e.to_string());
+                source.counters.failed(Part::Notifications, &e.to_string());
                 let delay = backoff
                     .get_or_insert_with(super::outage_backoff)
                     .next()

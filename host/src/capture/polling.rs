@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::source::{CaptureError, Source, Wanted};
-use super::stats::PassReport;
+use super::stats::{Part, PassReport};
 use crate::config::sources::PollConfig;
 use crate::delivery::Backoff;
 use crate::journal::Seen;
@@ -38,7 +38,7 @@ pub async fn run(source: Arc<Source>, config: PollConfig, shutdown: Cancellation
         let pause = match outcome {
             Ok(report) => {
                 backoff = None;
-                source.counters.running();
+                source.counters.running(Part::Poll);
                 tracing::debug!(
                     source = source.id(),
                     objects = report.objects,
@@ -50,7 +50,7 @@ pub async fn run(source: Arc<Source>, config: PollConfig, shutdown: Cancellation
                 config.interval
             }
             Err(e) => {
-                source.counters.failed(&e.to_string());
+                source.counters.failed(Part::Poll, &e.to_string());
                 backoff
                     .get_or_insert_with(super::outage_backoff)
                     .next()

@@ -86,14 +86,26 @@ pub struct Captured {
     pub delete: u64,
 }
 
+/// What part of a source a failure is in: each recovers on its own, and the source is
+/// `failing` while any part is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// Opening the database (reading `s3db.json`).
+    Connect,
+    Notifications,
+    Poll,
+}
+
 /// Live figures of one source, read by `/v1/status`.
 pub struct SourceStats {
     captured: [AtomicU64; 3],
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Of the last change captured, in milliseconds.
     lag_ms: AtomicU64,
-    state: Mutex<SourceState>,
-    last_error: Mutex<Option<String>>,
+    /// A round of some part went through.
+    started: std::sync::atomic::AtomicBool,
+    /// The parts failing now, with their last error.
+    failures: Mutex<BTreeMap<Part, String>>,
     last_pass: Mutex<Option<PassReport>>,
 }
 
@@ -103,8 +115,8 @@ impl SourceStats {
             captured: Default::default(),
             skipped: Mutex::new(BTreeMap::new()),
             lag_ms: AtomicU64::new(0),
-            state: Mutex::new(SourceState::Starting),
-            last_error: Mutex::new(None),
+            started: Default::default(),
+            failures: Mutex::new(BTreeMap::new()),
             last_pass: Mutex::new(None),
         }
     }
@@ -127,11 +139,19 @@ impl SourceStats {
     }
 
     pub fn state(&self) -> SourceState {
-        *self.state.lock().expect("stats lock")
+        if !self.failures.lock().expect("stats lock").is_empty() {
+            SourceState::Failing
+        } else if self.started.load(Ordering::Relaxed) {
+            SourceState::Running
+        } else {
+            SourceState::Starting
+        }
     }
 
+    /// The errors of the parts failing now.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().expect("stats lock").clone()
+        let failures = self.failures.lock().expect("stats lock");
+        (!failures.is_empty()).then(|| failures.values().cloned().collect::<Vec<_>>().join("; "))
     }
 
     pub fn last_pass(&self) -> Option<PassReport> {
@@ -204,11 +224,14 @@ impl SourceCounters {
         }
     }
 
-    /// A round failed and will be tried again: the state says `failing` with the reason until
-    /// a round succeeds, and the stream gets a `source_error`.
-    pub fn failed(&self, error: &str) {
-        *self.stats.state.lock().expect("stats lock") = SourceState::Failing;
-        *self.stats.last_error.lock().expect("stats lock") = Some(error.to_string());
+    /// A round of `part` failed and will be tried again: the state says `failing` with the
+    /// reason until a round of that part succeeds, and the stream gets a `source_error`.
+    pub fn failed(&self, part: Part, error: &str) {
+        self.stats
+            .failures
+            .lock()
+            .expect("stats lock")
+            .insert(part, error.to_string());
         self.telemetry
             .metrics
             .capture_errors
@@ -219,14 +242,19 @@ impl SourceCounters {
             .emit(MonitorEvent::source_error(&self.label.source, error.into()));
     }
 
-    /// A round went through.
-    pub fn running(&self) {
-        let mut state = self.stats.state.lock().expect("stats lock");
-        if *state == SourceState::Failing {
-            tracing::info!(source = %self.label.source, "change capture works again");
+    /// A round of `part` went through.
+    pub fn running(&self, part: Part) {
+        self.stats.started.store(true, Ordering::Relaxed);
+        if self
+            .stats
+            .failures
+            .lock()
+            .expect("stats lock")
+            .remove(&part)
+            .is_some()
+        {
+            tracing::info!(source = %self.label.source, ?part, "change capture works again");
         }
-        *state = SourceState::Running;
-        *self.stats.last_error.lock().expect("stats lock") = None;
     }
 
     pub fn pass(&self, report: PassReport) {
