@@ -339,7 +339,12 @@ pub fn kind_of(value: &Value) -> &'static str {
 
 /// The current time as the envelope writes it (`2026-11-23T10:00:00.000Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    rfc3339(chrono::Utc::now())
+}
+
+/// A time as envelopes carry it: RFC 3339, milliseconds, UTC (`Z`).
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

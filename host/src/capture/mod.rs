@@ -12,14 +12,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
 pub use source::CaptureError;
 use source::Source;
 use stats::{Part, SourceCounters, SourceStats};
 
 use crate::config::SourceConfig;
-use crate::delivery::Backoff;
+use crate::delivery::{Backoff, DeliveryPolicy, for_outage};
 use crate::journal::Journal;
 use crate::pipeline::telemetry::Telemetry;
 use crate::s3db::Database;
@@ -93,7 +91,7 @@ async fn run(
     journal_budget: u64,
     shutdown: CancellationToken,
 ) {
-    let mut backoff: Option<Backoff> = None;
+    let mut outage = Outage::default();
     let db = loop {
         let connecting = tokio::select! {
             c = Database::connect(config.connection.clone()) => c,
@@ -106,13 +104,8 @@ async fn run(
             }
             Err(e) => {
                 counters.failed(Part::Connect, &e.to_string());
-                let delay = backoff
-                    .get_or_insert_with(outage_backoff)
-                    .next()
-                    .unwrap_or(Duration::from_secs(30));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
+                if !outage.wait(&shutdown).await {
+                    return;
                 }
             }
         }
@@ -137,15 +130,38 @@ async fn run(
     }
 }
 
-/// Delays while a source cannot make progress: from 200 ms, doubling, to 30 s, with jitter.
-fn outage_backoff() -> Backoff {
-    Box::new(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build(),
-    )
+/// Waits between failed rounds of a part of a source: the outage backoff replicators use,
+/// from 200 ms, doubling to 30 s, with jitter.
+#[derive(Default)]
+struct Outage(Option<Backoff>);
+
+impl Outage {
+    /// A round went through: the next failure waits the shortest delay again.
+    fn reset(&mut self) {
+        self.0 = None;
+    }
+
+    /// Waits the next delay; `false` when the host stops meanwhile.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self
+            .0
+            .get_or_insert_with(|| {
+                for_outage(&DeliveryPolicy {
+                    retry_delay: Duration::from_millis(200),
+                    max_retry_delay: Duration::from_secs(30),
+                    ..DeliveryPolicy::default()
+                })
+            })
+            .next()
+            .unwrap_or(Duration::from_secs(30));
+        pause(delay, shutdown).await
+    }
+}
+
+/// Sleeps `delay`; `false` when the host stops meanwhile.
+async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
+    }
 }

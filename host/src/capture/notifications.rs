@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::source::{CaptureError, Source, Wanted};
 use super::stats::{Part, Skip};
 use crate::config::sources::{DEFAULT_PARALLELISM, NotificationsConfig};
+use crate::delivery::aws;
 use crate::delivery::sqs::{QueueRef, Unusable, unusable};
-use crate::delivery::{Backoff, aws};
 use crate::s3db::KeyKind;
 use crate::s3db::connection::Location;
 
@@ -137,7 +137,7 @@ async fn receive_loop(
     shutdown: CancellationToken,
 ) {
     let mut url: Option<String> = None;
-    let mut backoff: Option<Backoff> = None;
+    let mut outage = super::Outage::default();
     while !shutdown.is_cancelled() {
         let round = tokio::select! {
             r = round(&source, &client, &config, &mut url) => r,
@@ -145,18 +145,13 @@ async fn receive_loop(
         };
         match round {
             Ok(()) => {
-                backoff = None;
+                outage.reset();
                 source.counters.running(Part::Notifications);
             }
             Err(e) => {
                 source.counters.failed(Part::Notifications, &e.to_string());
-                let delay = backoff
-                    .get_or_insert_with(super::outage_backoff)
-                    .next()
-                    .unwrap_or(std::time::Duration::from_secs(30));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
+                if !outage.wait(&shutdown).await {
+                    return;
                 }
             }
         }

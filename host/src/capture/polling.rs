@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::source::{CaptureError, Source, Wanted};
 use super::stats::{Part, PassReport};
 use crate::config::sources::PollConfig;
-use crate::delivery::Backoff;
 use crate::journal::Seen;
 use crate::s3db::store::Stamp;
 
@@ -29,15 +28,15 @@ struct Position {
 
 /// Runs passes until shutdown, `interval` apart.
 pub async fn run(source: Arc<Source>, config: PollConfig, shutdown: CancellationToken) {
-    let mut backoff: Option<Backoff> = None;
+    let mut outage = super::Outage::default();
     while !shutdown.is_cancelled() {
         let outcome = tokio::select! {
             r = pass(&source, &config) => r,
             _ = shutdown.cancelled() => return,
         };
-        let pause = match outcome {
+        let go_on = match outcome {
             Ok(report) => {
-                backoff = None;
+                outage.reset();
                 source.counters.running(Part::Poll);
                 tracing::debug!(
                     source = source.id(),
@@ -47,19 +46,15 @@ pub async fn run(source: Arc<Source>, config: PollConfig, shutdown: Cancellation
                     "polling pass done"
                 );
                 source.counters.pass(report);
-                config.interval
+                super::pause(config.interval, &shutdown).await
             }
             Err(e) => {
                 source.counters.failed(Part::Poll, &e.to_string());
-                backoff
-                    .get_or_insert_with(super::outage_backoff)
-                    .next()
-                    .unwrap_or(config.interval)
+                outage.wait(&shutdown).await
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.cancelled() => return,
+        if !go_on {
+            return;
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::stats::{Skip, SourceCounters};
 use crate::config::sources::SourceConfig;
 use crate::delivery::bounded;
+use crate::event::rfc3339;
 use crate::journal::{Journal, JournalError, Observation, Observed, Outcome, RecordKey, Seen};
 use crate::s3db::{Database, RecordRead, S3dbError};
 
@@ -272,9 +273,8 @@ impl Source {
                         unsettled: now.timestamp_millis() - lm < SETTLE.as_millis() as i64,
                         sequencer: w.sequencer,
                     };
-                    let timestamp = chrono::DateTime::from_timestamp_millis(lm)
-                        .unwrap_or(now)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let timestamp =
+                        rfc3339(chrono::DateTime::from_timestamp_millis(lm).unwrap_or(now));
                     let state = Observed::Present {
                         seen,
                         data: record.data,
@@ -288,7 +288,7 @@ impl Source {
                         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                         .map(|t| t.with_timezone(&chrono::Utc))
                         .unwrap_or(now);
-                    let timestamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let timestamp = rfc3339(at);
                     (Observed::Absent, at.timestamp_millis(), timestamp)
                 }
             };
