@@ -123,6 +123,18 @@ async fn converged(pg: &Pg, expected: &BTreeMap<String, BTreeMap<String, Value>>
     .await;
 }
 
+/// s3db.js writes the first round, then, once PostgreSQL holds it, the second; returns what
+/// s3db.js holds at the end, which PostgreSQL holds too.
+async fn both_rounds(db: &S3dbTarget, pg: &Pg) -> BTreeMap<String, BTreeMap<String, Value>> {
+    write(db, inserts());
+    converged(pg, &holdings(db, &RESOURCES)).await;
+    write(db, changes());
+    let expected = holdings(db, &RESOURCES);
+    assert_eq!(expected["users"].len(), 4);
+    converged(pg, &expected).await;
+    expected
+}
+
 fn pg_replicator(pg: &Pg) -> String {
     pg.replicator("pg", "['*']", "      mode: document\n")
 }
@@ -134,22 +146,28 @@ fn webhook_replicator(rx: &Receiver) -> String {
     )
 }
 
-/// The actions the webhook saw for each record, in sequence order.
+/// The actions the webhook saw for each record (`resource/id`), in sequence order; every
+/// event names the source.
 fn actions(rx: &Receiver) -> BTreeMap<String, Vec<String>> {
-    let mut events: Vec<Value> = rx.accepted().iter().map(Received::json).collect();
-    events.sort_by_key(|e| e["sequence"].as_u64().unwrap());
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in events {
-        assert_eq!(e["source"], "app", "{e}");
-        out.entry(format!(
+    rx.by_key(|e| {
+        format!(
             "{}/{}",
             e["resource"].as_str().unwrap(),
             e["id"].as_str().unwrap()
-        ))
-        .or_default()
-        .push(e["action"].as_str().unwrap().to_string());
-    }
-    out
+        )
+    })
+    .into_iter()
+    .map(|(key, events)| {
+        let actions = events
+            .iter()
+            .map(|e| {
+                assert_eq!(e["source"], "app", "{e}");
+                e["action"].as_str().unwrap().to_string()
+            })
+            .collect();
+        (key, actions)
+    })
+    .collect()
 }
 
 async fn source(host: &Host) -> Value {
@@ -168,12 +186,7 @@ async fn every_write_path_by_polling(db: S3dbTarget, test: &str) {
         webhook_replicator(&rx)
     ))
     .await;
-    write(&db, inserts());
-    converged(&pg, &holdings(&db, &RESOURCES)).await;
-    write(&db, changes());
-    let expected = holdings(&db, &RESOURCES);
-    assert_eq!(expected["users"].len(), 4);
-    converged(&pg, &expected).await;
+    both_rounds(&db, &pg).await;
     assert!(
         pg.rows("plg_audit").await.is_empty(),
         "plugin resources are not captured"
@@ -253,11 +266,7 @@ async fn notifications_capture_every_write_path_and_duplicates_change_nothing() 
         pg_replicator(&pg)
     ))
     .await;
-    write(&db, inserts());
-    converged(&pg, &holdings(&db, &RESOURCES)).await;
-    write(&db, changes());
-    let expected = holdings(&db, &RESOURCES);
-    converged(&pg, &expected).await;
+    let expected = both_rounds(&db, &pg).await;
     host.drained("pg").await;
     let before = source(&host).await;
     assert_eq!(before["state"], "running", "{before}");

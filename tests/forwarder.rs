@@ -64,15 +64,7 @@ fn webhook_config(rx: &Receiver) -> String {
 
 /// The received events of each record id, in sequence order.
 fn by_key(rx: &Receiver) -> BTreeMap<String, Vec<Value>> {
-    let mut events: Vec<Value> = rx.accepted().iter().map(Received::json).collect();
-    events.sort_by_key(|e| e["sequence"].as_u64().unwrap());
-    let mut keys: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for e in events {
-        keys.entry(e["id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(e);
-    }
-    keys
+    rx.by_key(|e| e["id"].as_str().unwrap().to_string())
 }
 
 /// `(action, operation, data, before)` of an event, absent parts as null.

@@ -409,6 +409,21 @@ impl Receiver {
             .collect()
     }
 
+    /// The accepted events (one per request body) grouped by `key`, each group in sequence
+    /// order.
+    pub fn by_key(
+        &self,
+        key: impl Fn(&Value) -> String,
+    ) -> std::collections::BTreeMap<String, Vec<Value>> {
+        let mut events: Vec<Value> = self.accepted().iter().map(Received::json).collect();
+        events.sort_by_key(|e| e["sequence"].as_u64().unwrap());
+        let mut keys: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+        for e in events {
+            keys.entry(key(&e)).or_default().push(e);
+        }
+        keys
+    }
+
     /// Waits until `n` requests arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         eventually(

@@ -111,43 +111,37 @@ impl Sqs {
 
     /// How many messages the queue holds, as SQS counts them.
     pub async fn approximate_messages(&self, url: &str) -> u64 {
-        let answer = self
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
+        self.count(url, &[QueueAttributeName::ApproximateNumberOfMessages])
             .await
-            .unwrap();
-        answer.attributes.unwrap_or_default()[&QueueAttributeName::ApproximateNumberOfMessages]
-            .parse()
-            .unwrap()
     }
 
     /// Messages the queue holds, visible or handed out and not yet deleted.
     pub async fn messages_held(&self, url: &str) -> u64 {
+        self.count(
+            url,
+            &[
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ],
+        )
+        .await
+    }
+
+    /// The sum of the queue's counters `names`.
+    async fn count(&self, url: &str, names: &[QueueAttributeName]) -> u64 {
         let answer = self
             .client
             .get_queue_attributes()
             .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .set_attribute_names(Some(names.to_vec()))
             .send()
             .await
             .unwrap();
         let attributes = answer.attributes.unwrap_or_default();
-        [
-            QueueAttributeName::ApproximateNumberOfMessages,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        ]
-        .iter()
-        .map(|a| {
-            attributes
-                .get(a)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
+        names
+            .iter()
+            .map(|n| attributes.get(n).map_or(0, |v| v.parse::<u64>().unwrap()))
+            .sum()
     }
 
     /// Receives (and deletes) messages until `expected` arrived, or nothing more came for
