@@ -6,19 +6,11 @@
 //! `<index>-<resource>` with `version = sequence` and `version_type = external`, so a replayed or
 //! older event gets a 409 version conflict, which counts as written (the driver is idempotent).
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "sink-driver",
-});
-
-use exports::replicator::plugin::driver::{
-    DriverError, DriverInfo, EventFailure, Guest, HealthStatus, ReplicateResult, RetryHint,
+use replicator_plugin::{
+    Action, Driver, DriverError, DriverInfo, Event, EventFailure, Health, Json, export_driver, log,
+    state,
 };
-use replicator::plugin::log::{Level, log};
-use replicator::plugin::state;
-use replicator::plugin::types::{Action, ErrorInfo, Event};
 use serde_json::{Value, json};
-use std::sync::Mutex;
 use wstd::http::{Body, Client, Request, Uri};
 
 const NAME: &str = "search-bulk";
@@ -33,24 +25,12 @@ struct Config {
     token: Option<String>,
 }
 
-static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
-
-fn info(code: &str, message: impl Into<String>) -> ErrorInfo {
-    ErrorInfo {
-        code: code.into(),
-        message: message.into(),
-    }
-}
-
 fn bad_config(message: impl Into<String>) -> DriverError {
-    DriverError::InvalidConfig(info("invalid-config", message))
+    DriverError::invalid_config(message)
 }
 
 fn retryable(code: &str, message: impl Into<String>, retry_after_ms: Option<u32>) -> DriverError {
-    DriverError::Retryable(RetryHint {
-        info: info(code, message),
-        retry_after_ms,
-    })
+    DriverError::retryable(code, message, retry_after_ms)
 }
 
 fn config_schema() -> Value {
@@ -209,7 +189,7 @@ fn item_failures(body: &[u8], sent: &[u32]) -> Result<Vec<EventFailure>, DriverE
             // Deleting a document that is not there: already done.
             404 if action == "delete" => continue,
             429 | 500..=599 => retryable(&format!("http-{status}"), item_error(result), None),
-            400..=499 => DriverError::Rejected(info(&format!("http-{status}"), item_error(result))),
+            400..=499 => DriverError::rejected(format!("http-{status}"), item_error(result)),
             _ => retryable(
                 "bad-response",
                 format!("bulk item status {status}: {}", item_error(result)),
@@ -255,7 +235,7 @@ fn bulk_body(c: &Config, events: &[Event]) -> (Vec<u8>, Vec<u32>, Vec<EventFailu
                     None => Some("insert/update without data".to_string()),
                 };
                 if let Some(message) = problem {
-                    let error = DriverError::Rejected(info("invalid-record", message));
+                    let error = DriverError::rejected("invalid-record", message);
                     failed.push(EventFailure { index: i, error });
                     continue;
                 }
@@ -266,10 +246,10 @@ fn bulk_body(c: &Config, events: &[Event]) -> (Vec<u8>, Vec<u32>, Vec<EventFailu
     (body, sent, failed)
 }
 
-fn replicate(c: &Config, events: &[Event]) -> Result<ReplicateResult, DriverError> {
+fn replicate(c: &Config, events: &[Event]) -> Result<Vec<EventFailure>, DriverError> {
     let (body, sent, mut failed) = bulk_body(c, events);
     if sent.is_empty() {
-        return Ok(ReplicateResult { failed });
+        return Ok(failed);
     }
 
     let url = format!("{}/_bulk", c.url);
@@ -277,9 +257,9 @@ fn replicate(c: &Config, events: &[Event]) -> Result<ReplicateResult, DriverErro
     if let Some(token) = &c.token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Body::from(body)).map_err(|e| {
-        DriverError::Fatal(info("bad-request", format!("building the request: {e}")))
-    })?;
+    let request = request
+        .body(Body::from(body))
+        .map_err(|e| DriverError::fatal("bad-request", format!("building the request: {e}")))?;
 
     let (status, headers, response) = wstd::runtime::block_on(async {
         let response = Client::new().send(request).await?;
@@ -293,21 +273,21 @@ fn replicate(c: &Config, events: &[Event]) -> Result<ReplicateResult, DriverErro
         200..=299 => item_failures(&response, &sent).map(|mut f| {
             failed.append(&mut f);
             failed.sort_by_key(|f| f.index);
-            ReplicateResult { failed }
+            failed
         }),
-        401 | 403 => Err(DriverError::Unauthorized(info(
-            &format!("http-{status}"),
+        401 | 403 => Err(DriverError::unauthorized(
+            format!("http-{status}"),
             format!("POST {url}: {status}: {}", snippet(&response)),
-        ))),
+        )),
         429 | 503 => Err(retryable(
             &format!("http-{status}"),
             format!("POST {url}: {status}: {}", snippet(&response)),
             retry_after_ms(&headers),
         )),
-        400..=499 => Err(DriverError::Rejected(info(
-            &format!("http-{status}"),
+        400..=499 => Err(DriverError::rejected(
+            format!("http-{status}"),
             format!("POST {url}: {status}: {}", snippet(&response)),
-        ))),
+        )),
         _ => Err(retryable(
             &format!("http-{status}"),
             format!("POST {url}: {status}: {}", snippet(&response)),
@@ -315,49 +295,42 @@ fn replicate(c: &Config, events: &[Event]) -> Result<ReplicateResult, DriverErro
         )),
     };
     let summary = match &outcome {
-        Ok(r) => format!("{} failed", r.failed.len()),
-        Err(e) => format!("error {e:?}"),
+        Ok(failed) => format!("{} failed", failed.len()),
+        Err(e) => format!("error {e}"),
     };
-    log(
-        Level::Debug,
-        &format!(
-            "{NAME}: POST {url}: {} events, {} actions, HTTP {status}, {summary}",
-            events.len(),
-            sent.len()
-        ),
-    );
+    log::debug(&format!(
+        "{NAME}: POST {url}: {} events, {} actions, HTTP {status}, {summary}",
+        events.len(),
+        sent.len()
+    ));
     outcome
 }
 
-struct Driver;
+struct SearchBulk {
+    config: Config,
+}
 
-impl Guest for Driver {
+impl Driver for SearchBulk {
     fn describe() -> DriverInfo {
         DriverInfo {
             name: NAME.into(),
             version: "0.1.0".into(),
-            config_schema: Some(serde_json::to_vec(&config_schema()).expect("JSON")),
+            config_schema: Some(Json::from(config_schema())),
             max_batch_size: MAX_BATCH,
             idempotent: true,
         }
     }
 
-    fn init(config: Vec<u8>) -> Result<(), DriverError> {
-        let c = parse_config(&config)?;
-        *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-        Ok(())
+    fn init(config: Json) -> Result<Self, DriverError> {
+        parse_config(&config).map(|config| SearchBulk { config })
     }
 
-    fn replicate(events: Vec<Event>) -> Result<ReplicateResult, DriverError> {
-        let guard = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard
-            .as_ref()
-            .ok_or_else(|| bad_config("`replicate` called before `init`"))?;
-        let outcome = replicate(c, &events);
+    fn replicate(&mut self, events: Vec<Event>) -> Result<Vec<EventFailure>, DriverError> {
+        let outcome = replicate(&self.config, &events);
         // Kept by the host, so every instance of this driver (and `health`) sees it.
         match &outcome {
-            Err(DriverError::Retryable(h)) => {
-                let _ = state::set(LAST_FAILURE, h.info.message.as_bytes());
+            Err(DriverError::Retryable { error, .. }) => {
+                let _ = state::set(LAST_FAILURE, error.message.as_bytes());
             }
             _ => state::delete(LAST_FAILURE),
         }
@@ -366,19 +339,15 @@ impl Guest for Driver {
 
     /// Degraded while the index's last answer was a failure worth retrying (unreachable, 5xx,
     /// 429): the host shows it in the replicator's status.
-    fn health() -> HealthStatus {
+    fn health(&mut self) -> Health {
         match state::get(LAST_FAILURE) {
-            Some(message) => HealthStatus::Degraded(String::from_utf8_lossy(&message).into_owned()),
-            None => HealthStatus::Ok,
+            Some(message) => Health::Degraded(String::from_utf8_lossy(&message).into_owned()),
+            None => Health::Ok,
         }
-    }
-
-    fn close() -> Result<(), DriverError> {
-        Ok(())
     }
 }
 
-export!(Driver);
+export_driver!(SearchBulk);
 
 // Native unit tests of the request body, config and response mapping (`cargo test -p
 // rust-driver` on the build machine; HTTP itself needs a wasi:http host).
@@ -396,12 +365,10 @@ mod tests {
             resource: "users".into(),
             action,
             id: id.into(),
-            data: data.map(|d| d.as_bytes().to_vec()),
-            before: None,
+            data: data.map(Json::from),
             timestamp: "2024-01-01T00:00:00Z".into(),
-            source: None,
             sequence,
-            metadata: None,
+            ..Event::default()
         }
     }
 
@@ -482,9 +449,9 @@ mod tests {
         let got: Vec<(u32, &str)> = failed
             .iter()
             .map(|f| match &f.error {
-                DriverError::Retryable(h) => (
+                DriverError::Retryable { retry_after_ms, .. } => (
                     f.index,
-                    if h.retry_after_ms.is_none() {
+                    if retry_after_ms.is_none() {
                         "retryable"
                     } else {
                         "?"
@@ -500,11 +467,11 @@ mod tests {
         assert_eq!(got, [(5, "retryable"), (6, "retryable"), (9, "rejected")]);
         assert!(matches!(
             item_failures(b"<html>", &[0]),
-            Err(DriverError::Retryable(_))
+            Err(DriverError::Retryable { .. })
         ));
         assert!(matches!(
             item_failures(br#"{"errors":true,"items":[]}"#, &[0]),
-            Err(DriverError::Retryable(_))
+            Err(DriverError::Retryable { .. })
         ));
     }
 

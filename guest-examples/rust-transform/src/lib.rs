@@ -16,22 +16,12 @@
 //! `before` gets steps 4–8 too (so stripped fields don't leak through it). Deletes pass through
 //! unchanged; invalid JSON in `data` or `before` fails that record only.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "batch-transformer",
-});
-
 mod rules;
 
-use exports::replicator::plugin::batch_transform::Guest;
-use replicator::plugin::digest::{Algorithm, hash};
-use replicator::plugin::log::{Level, log};
-use replicator::plugin::transform_types::{Documents, Outcome, TransformError};
-use replicator::plugin::types::{Action, ErrorInfo, Event};
+use replicator_plugin::{
+    Action, Error, Event, Json, Outcome, Transform, digest, export_transform, log,
+};
 use rules::{Config, Verdict};
-use std::sync::Mutex;
-
-static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 
 // The benchmark builds this example with a bump arena per call as its allocator (feature
 // `bench-arena`, guest-examples/bench-arena); the example itself uses Rust's default one.
@@ -48,11 +38,11 @@ fn persistent<R>(f: impl FnOnce() -> R) -> R {
 
 /// SHA-256 by the host, at native speed.
 fn host_sha256_hex(s: &str) -> String {
-    hash(Algorithm::Sha256, s.as_bytes())
+    digest::sha256(s)
 }
 
 fn transform_one(c: &Config, event: Event, sha256_hex: rules::Sha256Hex) -> Outcome {
-    if matches!(event.action, Action::Delete) {
+    if event.action == Action::Delete {
         return Outcome::Keep;
     }
     let Some(data) = event.data.as_deref() else {
@@ -61,27 +51,23 @@ fn transform_one(c: &Config, event: Event, sha256_hex: rules::Sha256Hex) -> Outc
     match rules::apply(c, data, event.before.as_deref(), sha256_hex) {
         Verdict::Unchanged => Outcome::Keep,
         Verdict::Skip => Outcome::Skip,
-        Verdict::Failed { code, message } => {
-            Outcome::Failed(TransformError::InvalidRecord(ErrorInfo {
-                code: code.into(),
-                message,
-            }))
-        }
+        Verdict::Failed { code, message } => Outcome::fail(code, message),
         // Only the changed documents cross back to the host.
         Verdict::Changed {
             data,
             before,
             fan_out: None,
-        } => Outcome::Update(Documents {
-            data: Some(data),
-            before,
-        }),
+        } => Outcome::Update {
+            data: Some(Json(data)),
+            before: before.map(Json),
+        },
         Verdict::Changed {
             data,
             before,
             fan_out: Some(n),
         } => {
-            let before = before.or(event.before.clone());
+            let data = Json(data);
+            let before = before.map(Json).or(event.before.clone());
             Outcome::Many(
                 (0..n)
                     .map(|i| Event {
@@ -96,47 +82,46 @@ fn transform_one(c: &Config, event: Event, sha256_hex: rules::Sha256Hex) -> Outc
     }
 }
 
-struct Transform;
+struct Example {
+    config: Config,
+}
 
-impl Guest for Transform {
-    fn init(config: Vec<u8>) -> Result<(), TransformError> {
+impl Transform for Example {
+    fn init(config: Json) -> Result<Self, Error> {
         // The config outlives every call.
-        let c = persistent(|| rules::parse_config(&config)).map_err(|message| {
-            TransformError::InvalidConfig(ErrorInfo {
-                code: "invalid-config".into(),
-                message,
-            })
-        })?;
-        *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-        Ok(())
+        persistent(|| rules::parse_config(&config))
+            .map(|config| Example { config })
+            .map_err(Error::invalid_config)
     }
 
-    fn transform_batch(events: Vec<Event>) -> Vec<Outcome> {
+    fn transform(&mut self, event: Event) -> Result<Outcome, Error> {
+        Ok(transform_one(&self.config, event, host_sha256_hex))
+    }
+
+    /// The per-event mapping, with the arena reset first and a summary logged.
+    fn transform_batch(&mut self, events: Vec<Event>) -> Vec<Result<Outcome, Error>> {
         begin_call();
-        let mut guard = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard.get_or_insert_with(|| persistent(Config::default));
         let n = events.len();
-        let out: Vec<Outcome> = events
+        let out: Vec<Result<Outcome, Error>> = events
             .into_iter()
-            .map(|e| transform_one(c, e, host_sha256_hex))
+            .map(|e| Ok(transform_one(&self.config, e, host_sha256_hex)))
             .collect();
         let (mut skipped, mut failed) = (0, 0);
         for o in &out {
             match o {
-                Outcome::Skip => skipped += 1,
-                Outcome::Failed(_) => failed += 1,
+                Ok(Outcome::Skip) => skipped += 1,
+                Ok(Outcome::Fail(_)) | Err(_) => failed += 1,
                 _ => {}
             }
         }
-        log(
-            Level::Debug,
-            &format!("rust-transform: {n} events, {skipped} skipped, {failed} failed"),
-        );
+        log::debug(&format!(
+            "rust-transform: {n} events, {skipped} skipped, {failed} failed"
+        ));
         out
     }
 }
 
-export!(Transform);
+export_transform!(Example);
 
 // Native unit tests of the record logic (`cargo test -p rust-transform` on the build machine;
 // the WIT imports are not callable there, so they exercise `transform_one` directly).
@@ -151,18 +136,16 @@ mod tests {
             resource: "users".into(),
             action,
             id: "u1".into(),
-            data: Some(data.as_bytes().to_vec()),
-            before: None,
+            data: Some(data.into()),
             timestamp: "2024-01-01T00:00:00Z".into(),
-            source: None,
             sequence: 7,
-            metadata: None,
+            ..Event::default()
         }
     }
 
     fn data_of(o: &Outcome) -> Value {
         match o {
-            Outcome::Update(d) => serde_json::from_slice(d.data.as_ref().unwrap()).unwrap(),
+            Outcome::Update { data, .. } => data.as_ref().unwrap().parse().unwrap(),
             _ => panic!("expected update"),
         }
     }
@@ -218,15 +201,15 @@ mod tests {
         assert!(matches!(run("{}", r#"{"deleted":true}"#), Outcome::Skip));
         assert!(matches!(
             run("{}", r#"{"deletedAt":null,"deleted":false}"#),
-            Outcome::Update(_)
+            Outcome::Update { .. }
         ));
         assert!(matches!(
             run(r#"{"skipEmailDomain":null}"#, r#"{"email":"a@test.com"}"#),
-            Outcome::Update(_)
+            Outcome::Update { .. }
         ));
         assert!(matches!(
             run(r#"{"skipSoftDeleted":false}"#, r#"{"deleted":true}"#),
-            Outcome::Update(_)
+            Outcome::Update { .. }
         ));
     }
 
@@ -269,14 +252,14 @@ mod tests {
     #[test]
     fn invalid_utf8_fails_the_record() {
         match run("{}", "{\"email\":\"\u{FFFD}\"}") {
-            Outcome::Update(_) => {}
+            Outcome::Update { .. } => {}
             _ => panic!("valid UTF-8 is accepted"),
         }
         let c = Config::default();
         let mut e = event(Action::Insert, "{}");
-        e.data = Some(b"{\"email\":\"\xff\"}".to_vec());
+        e.data = Some(Json(b"{\"email\":\"\xff\"}".to_vec()));
         match transform_one(&c, e, sha256_hex) {
-            Outcome::Failed(TransformError::InvalidRecord(e)) => {
+            Outcome::Fail(e) => {
                 assert_eq!(e.code, "invalid-json");
                 assert!(e.message.contains("UTF-8"), "{}", e.message);
             }
@@ -304,11 +287,11 @@ mod tests {
     #[test]
     fn failures_and_fan_out() {
         match run("{}", "{not json") {
-            Outcome::Failed(TransformError::InvalidRecord(e)) => assert_eq!(e.code, "invalid-json"),
+            Outcome::Fail(e) => assert_eq!(e.code, "invalid-json"),
             _ => panic!("expected failed"),
         }
         match run("{}", r#"{"failMe":true}"#) {
-            Outcome::Failed(TransformError::InvalidRecord(e)) => {
+            Outcome::Fail(e) => {
                 assert_eq!(
                     (e.code.as_str(), e.message.as_str()),
                     ("fail-me", "record asked to fail")
@@ -321,16 +304,22 @@ mod tests {
                 let ids: Vec<_> = es.iter().map(|e| e.id.as_str()).collect();
                 assert_eq!(ids, ["u1-0", "u1-1", "u1-2"]);
                 assert!(es.iter().all(|e| e.sequence == 7
-                    && !String::from_utf8_lossy(e.data.as_ref().unwrap()).contains("password")));
+                    && !e.data.as_ref().unwrap().to_string().contains("password")));
             }
             _ => panic!("expected many"),
         }
-        assert!(matches!(run("{}", r#"{"fanOut":11}"#), Outcome::Update(_)));
-        assert!(matches!(run("{}", r#"{"fanOut":0}"#), Outcome::Update(_)));
+        assert!(matches!(
+            run("{}", r#"{"fanOut":11}"#),
+            Outcome::Update { .. }
+        ));
+        assert!(matches!(
+            run("{}", r#"{"fanOut":0}"#),
+            Outcome::Update { .. }
+        ));
         assert!(matches!(run("{}", "[1,2]"), Outcome::Keep));
         // Not an object, and not JSON either: a failure, not a pass-through.
         match run("{}", "[1,") {
-            Outcome::Failed(TransformError::InvalidRecord(e)) => assert_eq!(e.code, "invalid-json"),
+            Outcome::Fail(e) => assert_eq!(e.code, "invalid-json"),
             _ => panic!("expected failed"),
         }
     }
@@ -350,10 +339,10 @@ mod tests {
     fn a_repeated_field_means_its_last_value() {
         let raw = r#"{"email":"a@test.com","password":"x","email":"b@x.io","password":"y"}"#;
         let o = run("{}", raw);
-        let Outcome::Update(d) = &o else {
+        let Outcome::Update { data, .. } = &o else {
             panic!("expected update")
         };
-        let text = String::from_utf8(d.data.clone().unwrap()).unwrap();
+        let text = data.as_ref().unwrap().to_string();
         assert!(!text.contains("password"), "{text}");
         assert_eq!(data_of(&o)["emailHash"], sha256_hex("b@x.io"));
     }

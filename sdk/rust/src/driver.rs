@@ -1,8 +1,8 @@
 //! Drivers: the [`Driver`] trait and the `driver` export behind
 //! [`export_driver!`](crate::export_driver).
 
-use crate::bindings::exports::replicator::plugin::driver as wit_driver;
-use crate::bindings::replicator::plugin::types as wit;
+use crate::bindings::sink_driver::exports::replicator::plugin::driver as wit_driver;
+use crate::bindings::sink_driver::replicator::plugin::types as wit;
 use crate::{Error, Event, Json, config_json};
 use std::cell::RefCell;
 use std::fmt;
@@ -260,42 +260,36 @@ pub fn close<T: Driver>(slot: &'static Slot<T>) -> Result<(), wit_driver::Driver
 macro_rules! export_driver {
     ($t:ty) => {
         const _: () = {
+            use $crate::__private::driver as sdk;
             ::std::thread_local! {
                 static SLOT: ::core::cell::RefCell<::core::option::Option<$t>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
             struct Export;
-            impl $crate::bindings::exports::replicator::plugin::driver::Guest for Export {
-                fn describe() -> $crate::bindings::exports::replicator::plugin::driver::DriverInfo {
-                    $crate::__private::describe::<$t>()
+            impl sdk::Guest for Export {
+                fn describe() -> sdk::DriverInfo {
+                    sdk::describe::<$t>()
                 }
                 fn init(
                     config: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<
-                    (),
-                    $crate::bindings::exports::replicator::plugin::driver::DriverError,
-                > {
-                    $crate::__private::init(&SLOT, config)
+                ) -> ::core::result::Result<(), sdk::DriverError> {
+                    sdk::init(&SLOT, config)
                 }
                 fn replicate(
-                    events: ::std::vec::Vec<$crate::bindings::replicator::plugin::types::Event>,
-                ) -> ::core::result::Result<
-                    $crate::bindings::exports::replicator::plugin::driver::ReplicateResult,
-                    $crate::bindings::exports::replicator::plugin::driver::DriverError,
-                > {
-                    $crate::__private::replicate(&SLOT, events)
+                    events: ::std::vec::Vec<sdk::Event>,
+                ) -> ::core::result::Result<sdk::ReplicateResult, sdk::DriverError> {
+                    sdk::replicate(&SLOT, events)
                 }
-                fn health() -> $crate::bindings::exports::replicator::plugin::driver::HealthStatus {
-                    $crate::__private::health(&SLOT)
+                fn health() -> sdk::HealthStatus {
+                    sdk::health(&SLOT)
                 }
-                fn close() -> ::core::result::Result<
-                    (),
-                    $crate::bindings::exports::replicator::plugin::driver::DriverError,
-                > {
-                    $crate::__private::close(&SLOT)
+                fn close() -> ::core::result::Result<(), sdk::DriverError> {
+                    sdk::close(&SLOT)
                 }
             }
-    $crate::bindings::export!(Export with_types_in $crate::bindings);
+            $crate::bindings::sink_driver::export!(
+                Export with_types_in $crate::bindings::sink_driver
+            );
         };
     };
 }
@@ -303,7 +297,7 @@ macro_rules! export_driver {
 /// Small key/value state the host keeps for this driver (1 MiB in all), shared by its
 /// instances and kept for the life of the process: tokens, the last error.
 pub mod state {
-    use crate::bindings::replicator::plugin::state as host;
+    use crate::bindings::sink_driver::replicator::plugin::state as host;
 
     pub fn get(key: &str) -> Option<Vec<u8>> {
         host::get(key)

@@ -1,11 +1,12 @@
 //! SDK for replicator plugins: WebAssembly components (`wasm32-wasip2`) implementing
 //! `replicator:plugin@0.1.0` (`wit/plugin.wit`), without handling the generated bindings.
 //!
-//! Enable exactly one feature:
-//! - `transform`: implement [`Transform`] and call [`export_transform!`]; the component exports
+//! Enable the feature of the plugin's kind (one, or both: features unify across a cargo
+//! workspace, so a workspace with a transform and a driver builds the SDK with both):
+//! - `transform`: implement `Transform` and call `export_transform!`; the component exports
 //!   `batch-transform` (world `batch-transformer`), and each batch becomes one
-//!   [`Transform::transform`] call per event unless [`Transform::transform_batch`] is overridden.
-//! - `driver`: implement [`Driver`] and call [`export_driver!`] (world `sink-driver`).
+//!   `Transform::transform` call per event unless `Transform::transform_batch` is overridden.
+//! - `driver`: implement `Driver` and call `export_driver!` (world `sink-driver`).
 //!
 //! The traits' documentation has a whole plugin each.
 //!
@@ -13,7 +14,7 @@
 //! host sent, parsed only when the plugin asks ([`Json::parse`], [`Json::value`]). Events and
 //! outcomes are moved between these types and the generated ones, never copied or re-encoded.
 //!
-//! A record that cannot be transformed is [`Outcome::Fail`] (`invalid-record`, dead-lettered).
+//! A record that cannot be transformed is `Outcome::Fail` (`invalid-record`, dead-lettered).
 //! An `Err` returned by `transform` (for instance through `?`: any `std::error::Error` becomes
 //! an [`Error`] with code `exception`) fails that record as `other`, and the batch goes on. A
 //! panic cannot be caught (Wasm aborts on panic): the host sees a trap, so return `Err` instead.
@@ -21,52 +22,74 @@
 //! The host's `log` and `digest` are in [`log`] and [`digest`]; a driver's shared state is in
 //! `state`. They call the host, so they only work inside a component.
 
-#[cfg(all(feature = "transform", feature = "driver"))]
-compile_error!("replicator-plugin: enable only one of the features `transform` and `driver`");
 #[cfg(not(any(feature = "transform", feature = "driver")))]
-compile_error!("replicator-plugin: enable one of the features `transform` or `driver`");
+compile_error!("replicator-plugin: enable the feature `transform` or `driver`");
 
-/// The bindings wit-bindgen generates for the feature's world (used by the export macros; the
-/// SDK's own types cover what a plugin needs). The cfgs below pick one world even when the
-/// features are wrong, so that the `compile_error!` above is the only error.
+/// The bindings wit-bindgen generates for each enabled world (used by the export macros; the
+/// SDK's own types cover what a plugin needs). A component imports only what it calls, so the
+/// other world's imports cost nothing when both features are on.
 pub mod bindings {
-    #[cfg(not(feature = "driver"))]
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "batch-transformer",
-        pub_export_macro: true,
-    });
+    // Also without features, so that the `compile_error!` above is the only error.
+    #[cfg(any(feature = "transform", not(feature = "driver")))]
+    pub mod batch_transformer {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "batch-transformer",
+            pub_export_macro: true,
+        });
+    }
 
     #[cfg(feature = "driver")]
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "sink-driver",
-        pub_export_macro: true,
-    });
+    pub mod sink_driver {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "sink-driver",
+            pub_export_macro: true,
+        });
+    }
 }
 
 #[cfg(feature = "driver")]
 mod driver;
-#[cfg(not(feature = "driver"))]
+#[cfg(feature = "transform")]
 mod transform;
 
 #[cfg(feature = "driver")]
 pub use driver::{Driver, DriverError, DriverInfo, EventFailure, Health, state};
-#[cfg(not(feature = "driver"))]
+#[cfg(feature = "transform")]
 pub use transform::{Outcome, Transform};
 
 /// What the export macros expand to; not an API.
 #[doc(hidden)]
 pub mod __private {
     #[cfg(feature = "driver")]
-    pub use crate::driver::{close, describe, health, init, replicate};
-    #[cfg(not(feature = "driver"))]
-    pub use crate::transform::{init, transform_batch};
+    pub mod driver {
+        pub use crate::bindings::sink_driver::exports::replicator::plugin::driver::{
+            DriverError, DriverInfo, Guest, HealthStatus, ReplicateResult,
+        };
+        pub use crate::bindings::sink_driver::replicator::plugin::types::Event;
+        pub use crate::driver::{close, describe, health, init, replicate};
+    }
+    #[cfg(feature = "transform")]
+    pub mod transform {
+        pub use crate::bindings::batch_transformer::exports::replicator::plugin::batch_transform::Guest;
+        pub use crate::bindings::batch_transformer::replicator::plugin::transform_types::{
+            Outcome, TransformError,
+        };
+        pub use crate::bindings::batch_transformer::replicator::plugin::types::Event;
+        pub use crate::transform::{init, transform_batch};
+    }
 }
+
+/// The world whose `log` and `digest` imports the helpers call (either: the host links the
+/// same functions to both).
+#[cfg(any(feature = "transform", not(feature = "driver")))]
+use bindings::batch_transformer as world;
+#[cfg(all(feature = "driver", not(feature = "transform")))]
+use bindings::sink_driver as world;
 
 pub use serde_json;
 
-use bindings::replicator::plugin::types as wit;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Deref;
@@ -188,15 +211,6 @@ impl<E: std::error::Error> From<E> for Error {
     }
 }
 
-impl From<Error> for wit::ErrorInfo {
-    fn from(e: Error) -> wit::ErrorInfo {
-        wit::ErrorInfo {
-            code: e.code,
-            message: e.message,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Action {
     #[default]
@@ -243,45 +257,70 @@ pub struct Event {
     pub metadata: Option<Json>,
 }
 
-impl From<wit::Event> for Event {
-    fn from(e: wit::Event) -> Event {
-        Event {
-            resource: e.resource,
-            action: match e.action {
-                wit::Action::Insert => Action::Insert,
-                wit::Action::Update => Action::Update,
-                wit::Action::Delete => Action::Delete,
-            },
-            id: e.id,
-            data: e.data.map(Json),
-            before: e.before.map(Json),
-            timestamp: e.timestamp,
-            source: e.source,
-            sequence: e.sequence,
-            metadata: e.metadata.map(Json),
-        }
-    }
+/// The conversions between the SDK's types and one world's generated ones: moves, the
+/// documents staying the same buffers.
+macro_rules! conversions {
+    ($world:ident) => {
+        const _: () = {
+            use crate::bindings::$world::replicator::plugin::types as wit;
+            use crate::{Action, Error, Event, Json};
+
+            impl From<Error> for wit::ErrorInfo {
+                fn from(e: Error) -> wit::ErrorInfo {
+                    wit::ErrorInfo {
+                        code: e.code,
+                        message: e.message,
+                    }
+                }
+            }
+
+            impl From<wit::Event> for Event {
+                fn from(e: wit::Event) -> Event {
+                    Event {
+                        resource: e.resource,
+                        action: match e.action {
+                            wit::Action::Insert => Action::Insert,
+                            wit::Action::Update => Action::Update,
+                            wit::Action::Delete => Action::Delete,
+                        },
+                        id: e.id,
+                        data: e.data.map(Json),
+                        before: e.before.map(Json),
+                        timestamp: e.timestamp,
+                        source: e.source,
+                        sequence: e.sequence,
+                        metadata: e.metadata.map(Json),
+                    }
+                }
+            }
+
+            impl From<Event> for wit::Event {
+                fn from(e: Event) -> wit::Event {
+                    wit::Event {
+                        resource: e.resource,
+                        action: match e.action {
+                            Action::Insert => wit::Action::Insert,
+                            Action::Update => wit::Action::Update,
+                            Action::Delete => wit::Action::Delete,
+                        },
+                        id: e.id,
+                        data: e.data.map(Json::into_bytes),
+                        before: e.before.map(Json::into_bytes),
+                        timestamp: e.timestamp,
+                        source: e.source,
+                        sequence: e.sequence,
+                        metadata: e.metadata.map(Json::into_bytes),
+                    }
+                }
+            }
+        };
+    };
 }
 
-impl From<Event> for wit::Event {
-    fn from(e: Event) -> wit::Event {
-        wit::Event {
-            resource: e.resource,
-            action: match e.action {
-                Action::Insert => wit::Action::Insert,
-                Action::Update => wit::Action::Update,
-                Action::Delete => wit::Action::Delete,
-            },
-            id: e.id,
-            data: e.data.map(Json::into_bytes),
-            before: e.before.map(Json::into_bytes),
-            timestamp: e.timestamp,
-            source: e.source,
-            sequence: e.sequence,
-            metadata: e.metadata.map(Json::into_bytes),
-        }
-    }
-}
+#[cfg(any(feature = "transform", not(feature = "driver")))]
+conversions!(batch_transformer);
+#[cfg(feature = "driver")]
+conversions!(sink_driver);
 
 /// The config given to `init`: `{}` when the host sent none.
 fn config_json(bytes: Vec<u8>) -> Json {
@@ -294,10 +333,10 @@ fn config_json(bytes: Vec<u8>) -> Json {
 
 /// Structured logging through the host's logger.
 pub mod log {
-    pub use crate::bindings::replicator::plugin::log::Level;
+    pub use crate::world::replicator::plugin::log::Level;
 
     pub fn log(level: Level, message: &str) {
-        crate::bindings::replicator::plugin::log::log(level, message)
+        crate::world::replicator::plugin::log::log(level, message)
     }
 
     pub fn trace(message: &str) {
@@ -323,8 +362,8 @@ pub mod log {
 
 /// Hashes computed by the host at native speed (Wasm has no SHA instructions), as lowercase hex.
 pub mod digest {
-    use crate::bindings::replicator::plugin::digest as host;
-    pub use crate::bindings::replicator::plugin::digest::Algorithm;
+    use crate::world::replicator::plugin::digest as host;
+    pub use crate::world::replicator::plugin::digest::Algorithm;
 
     pub fn hash(algorithm: Algorithm, data: &[u8]) -> String {
         host::hash(algorithm, data)
@@ -351,6 +390,7 @@ pub mod digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::replicator::plugin::types as wit;
     use serde_json::json;
 
     #[test]

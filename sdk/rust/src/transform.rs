@@ -1,10 +1,10 @@
 //! Transforms: the [`Transform`] trait and the `batch-transform` export behind
 //! [`export_transform!`](crate::export_transform).
 
-use crate::bindings::replicator::plugin::transform_types::{
+use crate::bindings::batch_transformer::replicator::plugin::transform_types::{
     Documents, Outcome as WitOutcome, TransformError,
 };
-use crate::bindings::replicator::plugin::types as wit;
+use crate::bindings::batch_transformer::replicator::plugin::types as wit;
 use crate::{Error, Event, Json, config_json};
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -145,28 +145,27 @@ pub fn transform_batch<T: Transform>(
 macro_rules! export_transform {
     ($t:ty) => {
         const _: () = {
+            use $crate::__private::transform as sdk;
             ::std::thread_local! {
                 static SLOT: ::core::cell::RefCell<::core::option::Option<$t>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
             struct Export;
-            impl $crate::bindings::exports::replicator::plugin::batch_transform::Guest for Export {
+            impl sdk::Guest for Export {
                 fn init(
                     config: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<
-                    (),
-                    $crate::bindings::replicator::plugin::transform_types::TransformError,
-                > {
-                    $crate::__private::init(&SLOT, config)
+                ) -> ::core::result::Result<(), sdk::TransformError> {
+                    sdk::init(&SLOT, config)
                 }
                 fn transform_batch(
-                    events: ::std::vec::Vec<$crate::bindings::replicator::plugin::types::Event>,
-                ) -> ::std::vec::Vec<$crate::bindings::replicator::plugin::transform_types::Outcome>
-                {
-                    $crate::__private::transform_batch(&SLOT, events)
+                    events: ::std::vec::Vec<sdk::Event>,
+                ) -> ::std::vec::Vec<sdk::Outcome> {
+                    sdk::transform_batch(&SLOT, events)
                 }
             }
-    $crate::bindings::export!(Export with_types_in $crate::bindings);
+            $crate::bindings::batch_transformer::export!(
+                Export with_types_in $crate::bindings::batch_transformer
+            );
         };
     };
 }
