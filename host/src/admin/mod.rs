@@ -17,9 +17,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use crate::capture::stats::{Captured, PassReport, SourceState};
+use crate::delivery::RouteIndex;
+use crate::event::{Event, StoredEvent};
 use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, FeatureRouter};
 use crate::journal::{Backfill, DeadLetter, DeadLetterFilter, LogEntry, LogFilter, LogStatus};
 use crate::pipeline::telemetry::{MonitorEvent, State as ReplicatorState, lag_seconds};
+use crate::plugins::live::{PluginStatus, Reload};
 
 /// The `/v1` monitoring and administration routes (behind the token when one is set).
 pub fn api_router() -> FeatureRouter {
@@ -34,6 +37,8 @@ pub fn api_router() -> FeatureRouter {
         .routes(routes!(stream))
         .routes(routes!(backfill_list, backfill_start))
         .routes(routes!(backfill_finish))
+        .routes(routes!(recent_events))
+        .routes(routes!(plugins_reload))
 }
 
 /// Probes and metrics, open to the host's own monitoring.
@@ -103,6 +108,8 @@ pub struct SourceStatus {
 pub struct Status {
     pub replicators: Vec<ReplicatorStatus>,
     pub sources: Vec<SourceStatus>,
+    /// Every Wasm transform and driver, with the version running.
+    pub plugins: Vec<PluginStatus>,
     pub journal: JournalStatus,
 }
 
@@ -157,9 +164,16 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
             last_pass: h.stats.last_pass(),
         })
         .collect();
+    let plugins = app
+        .pipeline
+        .plugins
+        .as_ref()
+        .map(|p| p.status())
+        .unwrap_or_default();
     Ok(Json(Status {
         replicators,
         sources,
+        plugins,
         journal: JournalStatus {
             head,
             oldest_retained: app.journal.first_retained().await?,
@@ -522,4 +536,110 @@ pub async fn backfill_list(State(app): State<Arc<AppState>>) -> Json<Backfills> 
     Json(Backfills {
         backfills: app.pipeline.backfills.list(),
     })
+}
+
+#[derive(Deserialize, Default, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecentQuery {
+    /// How many (default 20, at most 1000).
+    last: Option<usize>,
+}
+
+/// An event from the journal, as it was accepted.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub sequence: u64,
+    /// The destinations of the replicator's routes that take it.
+    pub destinations: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecentEvents {
+    /// Oldest first.
+    pub events: Vec<RecentEvent>,
+}
+
+/// Events read back from the journal per request, and the most one request looks at.
+const READ_BACK_PAGE: usize = 1000;
+const READ_BACK_LIMIT: usize = 100_000;
+
+/// The last events the journal holds for a replicator's routes (the input its transforms
+/// see), for `replicator plugin run --replicator`. Looks at the newest 100,000 events at most.
+#[utoipa::path(get, path = "/v1/replicators/{id}/events", tag = "admin", params(("id" = String, Path, description = "The replicator's id"), RecentQuery),
+    responses((status = 200, body = RecentEvents), (status = 400, body = ErrorBody), (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn recent_events(
+    State(app): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RecentQuery>,
+) -> Result<Json<RecentEvents>, ApiError> {
+    let want = q.last.unwrap_or(20);
+    if !(1..=1000).contains(&want) {
+        return Err(ApiError::BadRequest(format!(
+            "last must be 1 to 1000, found {want}"
+        )));
+    }
+    let replicator = app
+        .config
+        .replicators
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no replicator named \"{id}\"")))?;
+    let index = RouteIndex::new(&replicator.routes);
+    let mut found = Vec::new();
+    let mut before = app.journal.head() + 1;
+    let mut looked = 0;
+    while found.len() < want && looked < READ_BACK_LIMIT {
+        let page: Vec<StoredEvent> = app.journal.read_before(before, READ_BACK_PAGE).await?;
+        let Some(oldest) = page.last().map(|e| e.sequence) else {
+            break;
+        };
+        looked += page.len();
+        before = oldest;
+        for stored in page {
+            let e = &stored.event;
+            let routes = index.routes_of(&e.resource, e.action).unwrap_or_default();
+            if routes.is_empty() {
+                continue;
+            }
+            found.push(RecentEvent {
+                destinations: routes
+                    .iter()
+                    .map(|r| replicator.routes[*r].destination.clone())
+                    .collect(),
+                sequence: stored.sequence,
+                event: stored.event,
+            });
+            if found.len() == want {
+                break;
+            }
+        }
+    }
+    found.reverse();
+    Ok(Json(RecentEvents { events: found }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Reloads {
+    /// One entry per plugin a replicator runs.
+    pub plugins: Vec<Reload>,
+}
+
+/// Loads again every plugin whose file changed: each new version is compiled, checked against
+/// its world and its config, and swapped in between batches; a version that fails is refused
+/// with the reason and the running one stays.
+#[utoipa::path(post, path = "/v1/plugins/reload", tag = "admin",
+    responses((status = 200, body = Reloads), (status = 401, description = UNAUTHORIZED, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn plugins_reload(State(app): State<Arc<AppState>>) -> Json<Reloads> {
+    let plugins = match &app.pipeline.plugins {
+        Some(p) => p.reload(None).await,
+        None => Vec::new(),
+    };
+    Json(Reloads { plugins })
 }

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod client;
+mod plugin;
 
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
@@ -10,8 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{self, Config, ConfigError, LogFormat};
-use crate::plugins::check::Grant;
 use client::Client;
+use plugin::PluginAction;
 
 #[derive(Parser)]
 #[command(
@@ -114,7 +115,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Inspect or precompile a Wasm plugin component.
+    /// Plugin authors' tools: scaffold, run on real events, test, check, compile, reload.
     Plugin {
         #[command(subcommand)]
         action: PluginAction,
@@ -164,34 +165,6 @@ struct LogArgs {
     id: Option<String>,
     #[arg(long, default_value_t = 50)]
     limit: usize,
-}
-
-#[derive(Subcommand)]
-enum PluginAction {
-    /// Say which world a component implements and what it imports; exit 1 if the sandbox
-    /// would refuse it.
-    Check {
-        file: PathBuf,
-        #[command(flatten)]
-        cache: PluginCache,
-    },
-    /// Compile a component into the cache so the service starts it without compiling.
-    Compile {
-        file: PathBuf,
-        #[command(flatten)]
-        cache: PluginCache,
-    },
-}
-
-#[derive(Args)]
-struct PluginCache {
-    /// Where compiled components are kept (the service's `plugins.cacheDir`).
-    #[arg(
-        long,
-        env = "REPLICATOR_PLUGIN_CACHE",
-        default_value = "./replicator-data/plugin-cache"
-    )]
-    cache_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -363,7 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { action } => plugin(action),
+        Command::Plugin { action } => plugin::run(action).await,
         Command::Backfill {
             source,
             resources,
@@ -395,68 +368,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .post(&format!("/v1/replicators/{replicator}/replay"), &body)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn plugin(action: PluginAction) -> anyhow::Result<ExitCode> {
-    // The service's engine settings, so a compiled artifact is one the service can load.
-    let mut config = crate::plugins::PluginsConfig::default();
-    let denied = Default::default();
-    match action {
-        PluginAction::Check { file, cache } => {
-            config.cache_dir = cache.cache_dir;
-            let runtime = crate::plugins::Runtime::new(config, denied)?;
-            let report = crate::plugins::check::inspect(&runtime, &file)?;
-            match report.world {
-                Some(w) => println!(
-                    "{}: implements {} (replicator:plugin@0.1.0)",
-                    file.display(),
-                    w.name()
-                ),
-                None => println!(
-                    "{}: implements none of the worlds of replicator:plugin@0.1.0",
-                    file.display()
-                ),
-            }
-            println!("exports:");
-            for e in &report.exports {
-                println!("  {e}");
-            }
-            println!("imports:");
-            for i in &report.imports {
-                match &i.grant {
-                    Grant::Granted => println!("  {}: granted", i.name),
-                    Grant::Denied(_) => println!("  {}: linked, every use denied", i.name),
-                    Grant::Refused(_) => println!("  {}: REFUSED", i.name),
-                }
-            }
-            for i in &report.imports {
-                if let Grant::Denied(why) | Grant::Refused(why) = &i.grant {
-                    println!("note: {}: {why}", i.name);
-                }
-            }
-            if let Some(why) = &report.link_error {
-                println!("note: {why}");
-            }
-            Ok(if report.loads() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        PluginAction::Compile { file, cache } => {
-            config.cache_dir = cache.cache_dir;
-            let runtime = crate::plugins::Runtime::new(config, denied)?;
-            let started = std::time::Instant::now();
-            let artifact = runtime.precompile(&file)?;
-            println!(
-                "{} -> {} ({:.1} s)",
-                file.display(),
-                artifact.display(),
-                started.elapsed().as_secs_f64()
-            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::event::StoredEvent;
 pub use policy::{Backoff, DeliveryPolicy, RetryStrategy, for_outage, for_retries};
-pub use route::{ANY_RESOURCE, ActionSet, Route, TransformRef};
+pub use route::{ANY_RESOURCE, ActionSet, Route, RouteIndex, TransformRef};
 
 /// Where a driver's own background work (BigQuery's MERGE of staged changes) reports, so the
 /// replicator's status, metrics and stream show its failures as they show a stalled delivery.

@@ -2,6 +2,7 @@
 //! actions, through which transform). Built by the config reader, used by pipeline and drivers.
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::event::Action;
@@ -54,4 +55,40 @@ pub struct Route {
     /// The driver's own keys of the entry (BigQuery's `mutability`, `tableOptions`), checked
     /// by the driver.
     pub options: serde_json::Map<String, Value>,
+}
+
+/// Which of a replicator's routes take an event: the routes naming its resource, else those
+/// for every resource (`*`); of those, the ones that take its action.
+pub struct RouteIndex {
+    by_resource: HashMap<String, Vec<usize>>,
+    actions: Vec<ActionSet>,
+}
+
+impl RouteIndex {
+    pub fn new(routes: &[Route]) -> Self {
+        let mut by_resource: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            by_resource.entry(r.resource.clone()).or_default().push(i);
+        }
+        RouteIndex {
+            by_resource,
+            actions: routes.iter().map(|r| r.actions).collect(),
+        }
+    }
+
+    /// The routes (indices) taking an event; `None` when no route is for its resource (as
+    /// opposed to routes for it that all leave its action out: an empty list).
+    pub fn routes_of(&self, resource: &str, action: Action) -> Option<Vec<usize>> {
+        let candidates = self
+            .by_resource
+            .get(resource)
+            .or_else(|| self.by_resource.get(ANY_RESOURCE))?;
+        Some(
+            candidates
+                .iter()
+                .copied()
+                .filter(|r| self.actions[*r].contains(action))
+                .collect(),
+        )
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use crate::delivery::{BatchOutcome, Delivery, DeliveryError, ErrorKind};
 use crate::delivery::{DeliveryPolicy, Route};
 use crate::options::{Problems, Section};
-use crate::plugins::{PluginError, Runtime};
+use crate::plugins::{PluginError, Plugins};
 
 /// A destination.
 #[async_trait::async_trait]
@@ -50,8 +50,10 @@ pub trait Driver: Send + Sync {
 
 /// What the host gives a driver to build it.
 pub struct BuildContext<'a> {
-    /// The Wasm runtime, when a replicator needs one.
-    pub plugins: Option<&'a Arc<Runtime>>,
+    /// The replicator being built.
+    pub replicator: &'a str,
+    /// The Wasm runtime and its plugins, when a replicator needs them.
+    pub plugins: Option<&'a Arc<Plugins>>,
     /// The replicator's delivery policy (its `timeout` is a Wasm driver's deadline per
     /// `replicate` call; BigQuery's merger backs off by it).
     pub policy: &'a DeliveryPolicy,

@@ -277,6 +277,25 @@ impl Journal {
         .await
     }
 
+    /// Events before `before`, newest first, at most `max`.
+    pub async fn read_before(
+        &self,
+        before: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.reading(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(EVENTS)?;
+            let mut out = Vec::with_capacity(max.min(4096));
+            for item in table.range(..before)?.rev().take(max) {
+                let (_, v) = item?;
+                out.push(serde_json::from_slice(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The oldest sequence still stored (head + 1 when empty).
     pub async fn first_retained(&self) -> Result<u64, JournalError> {
         let empty = self.head() + 1;

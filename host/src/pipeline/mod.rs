@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, DriverKind, JournalConfig};
 use crate::journal::{DeadLetter, Journal, JournalError};
+use crate::plugins::{PluginError, Plugins};
 use backfill::Backfills;
-use telemetry::{ReplicatorCounters, ReplicatorStats, State, Telemetry};
+use telemetry::{MonitorEvent, ReplicatorCounters, ReplicatorStats, State, Telemetry};
 use worker::{Control, Worker, WorkerParts};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ impl ReplicatorHandle {
 
 pub struct Pipeline {
     pub backfills: Arc<Backfills>,
+    /// The Wasm plugins the replicators run (none when no replicator uses one).
+    pub plugins: Option<Arc<Plugins>>,
     replicators: Vec<ReplicatorHandle>,
     journal: Arc<Journal>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -76,17 +79,12 @@ impl Pipeline {
             r.driver_config.needs_plugins() || r.routes.iter().any(|x| x.transform.is_some())
         });
         let plugins = if wants_plugins {
-            Some(
-                crate::plugins::Runtime::new(
-                    config.plugins.clone(),
-                    telemetry.metrics.plugin_requests_denied.clone(),
-                )
-                .map_err(|e| PipelineError::Plugin("*".into(), e))?,
-            )
+            Some(plugins(config, &telemetry).map_err(|e| PipelineError::Plugin("*".into(), e))?)
         } else {
             None
         };
-        // Tasks that run until shutdown: pruning, shipping the replication log.
+        // Tasks that run until shutdown: pruning, shipping the replication log, watching
+        // plugin files.
         let mut background = Vec::new();
         let mut replicators = Vec::new();
         let mut workers = Vec::new();
@@ -115,19 +113,17 @@ impl Pipeline {
                 let mut transforms = Vec::with_capacity(r.routes.len());
                 for route in &r.routes {
                     transforms.push(match (&route.transform, &plugins) {
-                        (Some(t), Some(runtime)) => Some(
-                            crate::plugins::Transform::load(
-                                runtime.clone(),
-                                &t.component,
-                                &t.config,
-                            )
-                            .await
-                            .map_err(plugin_error)?,
+                        (Some(t), Some(plugins)) => Some(
+                            plugins
+                                .transform(&r.id, &t.component, &t.config)
+                                .await
+                                .map_err(plugin_error)?,
                         ),
                         _ => None,
                     });
                 }
                 let context = crate::drivers::BuildContext {
+                    replicator: &r.id,
                     plugins: plugins.as_ref(),
                     policy: &r.delivery,
                     routes: &r.routes,
@@ -194,6 +190,9 @@ impl Pipeline {
                 "persistReplicatorLog is on but replicatorLogDatabase names no s3db database: the log stays in the journal (GET /v1/log)"
             );
         }
+        if let (Some(plugins), Some(every)) = (&plugins, config.plugins.watch_interval) {
+            background.push(tokio::spawn(plugins.clone().watch(every)));
+        }
         background.push(tokio::spawn(prune(
             journal.clone(),
             floors,
@@ -203,6 +202,7 @@ impl Pipeline {
         )));
         Ok(Pipeline {
             backfills,
+            plugins,
             replicators,
             journal,
             workers: std::sync::Mutex::new(workers),
@@ -286,6 +286,26 @@ impl Pipeline {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
     }
+}
+
+/// The plugin runtime, its reloads counted and told on the event stream.
+fn plugins(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Arc<Plugins>, PluginError> {
+    let stream = telemetry.clone();
+    Plugins::new(
+        config.plugins.clone(),
+        telemetry.metrics.plugin_requests_denied.clone(),
+        telemetry.metrics.plugin_reloads.clone(),
+        Arc::new(move |reload| {
+            let name = match reload.error {
+                None => "plugin_reloaded",
+                Some(_) => "plugin_refused",
+            };
+            let mut event = MonitorEvent::replicator_wide(name, &reload.replicator, String::new());
+            event.error = reload.error.clone();
+            event.plugin = Some(reload.path.clone());
+            stream.emit(event);
+        }),
+    )
 }
 
 /// Runs a worker; if it ever ends by a panic, the replicator says so everywhere (its records

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub destination_call: Latency,
     pub destination_requests: Family<ReplicatorLabel, Counter>,
     pub plugin_requests_denied: crate::plugins::egress::DeniedRequests,
+    pub plugin_reloads: crate::plugins::live::Reloads,
     pub captured: Family<SourceActionLabel, Counter>,
     pub capture_skipped: Family<SourceReasonLabel, Counter>,
     pub capture_lag: Family<SourceLabel, Histogram, fn() -> Histogram>,
@@ -82,6 +83,7 @@ impl Default for Metrics {
         let destination_call: Latency = Family::new_with_constructor(latency_histogram);
         let destination_requests = Family::default();
         let plugin_requests_denied = crate::plugins::egress::DeniedRequests::default();
+        let plugin_reloads = crate::plugins::live::Reloads::default();
         let captured = Family::default();
         let capture_skipped = Family::default();
         let capture_lag: Family<SourceLabel, Histogram, fn() -> Histogram> =
@@ -184,6 +186,11 @@ impl Default for Metrics {
             "Outbound requests of plugins refused by their allowHosts, per plugin",
             plugin_requests_denied.clone(),
         );
+        registry.register(
+            "plugin_reloads",
+            "New versions of plugin files swapped in (reloaded) or refused, per plugin",
+            plugin_reloads.clone(),
+        );
         Metrics {
             registry,
             captured,
@@ -194,6 +201,7 @@ impl Default for Metrics {
             capture_pass_seconds,
             destination_requests,
             plugin_requests_denied,
+            plugin_reloads,
             accepted,
             rejected,
             intake_to_journal,
@@ -243,6 +251,9 @@ pub struct MonitorEvent {
     pub attempt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The plugin file an event is about (`plugin_reloaded`, `plugin_refused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 impl MonitorEvent {
@@ -258,6 +269,7 @@ impl MonitorEvent {
             sequence: None,
             attempt: None,
             error: Some(error),
+            plugin: None,
         }
     }
 }

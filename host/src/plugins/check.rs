@@ -75,7 +75,7 @@ const ALWAYS: [&str; 9] = [
 const DRIVERS_ONLY: [&str; 2] = ["replicator:plugin/state", "wasi:http/"];
 
 pub fn inspect(runtime: &Runtime, path: &Path) -> Result<Report, PluginError> {
-    let component = runtime.load(path)?;
+    let component = runtime.load(path)?.component;
     let ty = component.component_type();
     let import_names: Vec<String> = ty
         .imports(&runtime.engine)

@@ -18,6 +18,9 @@ pub struct PluginsConfig {
     pub pooling: bool,
     /// Events one input record may become (a transform's `many`); more fails the record.
     pub max_fan_out: usize,
+    /// How often plugin files are looked at for a new version (none: only on
+    /// `POST /v1/plugins/reload`).
+    pub watch_interval: Option<Duration>,
 }
 
 impl Default for PluginsConfig {
@@ -29,6 +32,7 @@ impl Default for PluginsConfig {
             max_instances: 64,
             pooling: true,
             max_fan_out: 100,
+            watch_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -53,6 +57,10 @@ impl PluginsConfig {
         }
         if let Some(n) = s.u64_in("maxFanOut", 1, 100_000) {
             self.max_fan_out = n as usize;
+        }
+        // "0s" turns the watch off.
+        if let Some(d) = s.duration("watchInterval") {
+            self.watch_interval = (!d.is_zero()).then_some(d);
         }
     }
 }

@@ -3,7 +3,6 @@
 //! replaced by a fresh one.
 
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,20 +14,26 @@ use super::bindings::driver::exports::replicator::plugin::driver::{
     DriverError, DriverInfo, HealthStatus, ReplicateResult,
 };
 use super::bindings::driver::{SinkDriver, SinkDriverPre};
+use super::check::World;
 use super::egress::{AllowedHost, Egress};
-use super::runtime::{CallError, Host, Runtime, within};
+use super::live::Version;
+use super::runtime::{CallError, DriverState, Host, Runtime, within};
 use crate::redact::Secrets;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct DriverPlugin {
     pub name: Arc<str>,
+    pub version: Version,
     /// The secrets of its config, masked in what it says.
     pub secrets: Secrets,
     runtime: Arc<Runtime>,
     pre: SinkDriverPre<Host>,
     config: Vec<u8>,
     allowed: Arc<Vec<AllowedHost>>,
-    state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    pub state: DriverState,
     idle: Mutex<Vec<(Store<Host>, SinkDriver)>>,
+    /// A newer version took its place: instances are closed as calls end.
+    retired: AtomicBool,
     pub info: DriverInfo,
 }
 
@@ -90,14 +95,20 @@ impl DriverPlugin {
         path: &Path,
         config: &Value,
         allowed: Vec<AllowedHost>,
+        state: DriverState,
     ) -> Result<Arc<DriverPlugin>, PluginError> {
-        let pre = prepare(&runtime, &runtime.load(path)?, path)?;
+        let loaded = runtime.load(path)?;
+        let pre = prepare(&runtime, &loaded.component, path)?;
+        let version = Version {
+            digest: loaded.digest,
+            world: World::SinkDriver,
+            loaded_at: std::time::SystemTime::now(),
+        };
         let name: Arc<str> = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
             .into();
-        let state: Arc<Mutex<HashMap<String, Vec<u8>>>> = Default::default();
         let secrets = Secrets::in_config(config);
         let mut store = runtime.store(
             name.clone(),
@@ -117,6 +128,7 @@ impl DriverPlugin {
             .map_err(trap)?;
         Ok(Arc::new(DriverPlugin {
             name,
+            version,
             secrets,
             runtime,
             pre,
@@ -124,6 +136,7 @@ impl DriverPlugin {
             allowed: Arc::new(allowed),
             state,
             idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
             info,
         }))
     }
@@ -162,10 +175,13 @@ impl DriverPlugin {
 
     /// Opens an instance now (the pipeline retries while the destination is away).
     pub async fn init(&self) -> Result<Result<(), DriverError>, Failure> {
-        Ok(self
-            .take()
-            .await?
-            .map(|i| self.idle.lock().expect("idle lock").push(i)))
+        match self.take().await? {
+            Ok((store, instance)) => {
+                self.put_back(store, instance).await;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Delivers a batch through one instance. An instance that failed, or said `fatal` for
@@ -189,7 +205,7 @@ impl DriverPlugin {
             Err(_) => true,
         };
         if !broken {
-            self.idle.lock().expect("idle lock").push((store, instance));
+            self.put_back(store, instance).await;
         }
         Replicated {
             result: result.map_err(Failure::Call),
@@ -205,17 +221,37 @@ impl DriverPlugin {
         self.runtime.arm(&mut store, budget);
         let exports = instance.replicator_plugin_driver();
         let status = within(budget, exports.call_health(&mut store)).await.ok()?;
-        self.idle.lock().expect("idle lock").push((store, instance));
+        self.put_back(store, instance).await;
         Some(status)
+    }
+
+    /// Keeps an instance for the next call, or closes it when a newer version took over.
+    async fn put_back(&self, store: Store<Host>, instance: SinkDriver) {
+        if self.retired.load(Ordering::Acquire) {
+            self.close_instance(store, instance).await;
+        } else {
+            self.idle.lock().expect("idle lock").push((store, instance));
+        }
+    }
+
+    async fn close_instance(&self, mut store: Store<Host>, instance: SinkDriver) {
+        let budget = Duration::from_secs(5);
+        self.runtime.arm(&mut store, budget);
+        let exports = instance.replicator_plugin_driver();
+        let _ = within(budget, exports.call_close(&mut store)).await;
     }
 
     pub async fn close(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().expect("idle lock"));
-        let budget = Duration::from_secs(5);
-        for (mut store, instance) in idle {
-            self.runtime.arm(&mut store, budget);
-            let exports = instance.replicator_plugin_driver();
-            let _ = within(budget, exports.call_close(&mut store)).await;
+        for (store, instance) in idle {
+            self.close_instance(store, instance).await;
         }
+    }
+
+    /// A newer version took its place: its idle instances are closed now, the busy ones when
+    /// their calls end.
+    pub async fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.close().await;
     }
 }

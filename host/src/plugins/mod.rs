@@ -9,6 +9,7 @@ mod convert;
 mod digest;
 pub mod driver;
 pub mod egress;
+pub mod live;
 pub mod runtime;
 mod stderr;
 pub mod transform;
@@ -26,7 +27,8 @@ pub mod driver_types {
         DriverError, HealthStatus,
     };
 }
-pub use transform::{Transform, TransformOutcome};
+pub use live::{Live, Plugins};
+pub use transform::{Transform, TransformFailure, TransformOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

@@ -27,6 +27,28 @@ use crate::redact::Secrets;
 /// How often the epoch advances; deadlines are counted in these ticks.
 const TICK: Duration = Duration::from_millis(10);
 
+/// A component ready to link, and the SHA-256 of the file it came from.
+pub struct Loaded {
+    pub component: Component,
+    pub digest: String,
+}
+
+/// The lowercase hex SHA-256 of a component file: its identity in the cache and the status.
+pub fn digest(wasm: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(wasm))
+}
+
+/// What [`Runtime::compile`] made: the component, where its artifact is, and whether storing
+/// the artifact (when it was compiled) worked.
+struct Compiled {
+    loaded: Loaded,
+    artifact: PathBuf,
+    stored: Result<(), String>,
+}
+
+/// A driver's key/value state (`state` in the WIT), kept across its instances and versions.
+pub type DriverState = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
 /// What one instance's store holds.
 pub struct Host {
     pub plugin: Arc<str>,
@@ -42,7 +64,7 @@ pub struct Host {
     /// The running call must end by then.
     pub deadline: Instant,
     /// The driver's key/value state (drivers only).
-    pub state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    pub state: DriverState,
 }
 
 impl WasiView for Host {
@@ -166,44 +188,55 @@ impl Runtime {
     }
 
     /// Loads a component, from the cache of precompiled artifacts when this host made one.
-    pub fn load(&self, path: &Path) -> Result<Component, PluginError> {
-        let (component, cached, stored) = self.compile(path)?;
-        if let Err(e) = stored {
-            tracing::warn!(path = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled again next time");
+    pub fn load(&self, path: &Path) -> Result<Loaded, PluginError> {
+        let compiled = self.compile(path)?;
+        if let Err(e) = compiled.stored {
+            tracing::warn!(path = %compiled.artifact.display(), error = %e, "cannot cache the compiled plugin; it will be compiled again next time");
         }
-        Ok(component)
+        Ok(compiled.loaded)
     }
 
     /// Compiles into the cache and returns where the artifact is; failing to store it is an error.
     pub fn precompile(&self, path: &Path) -> Result<PathBuf, PluginError> {
-        let (_, cached, stored) = self.compile(path)?;
-        stored.map_err(|e| PluginError::Cache(cached.clone(), e))?;
-        Ok(cached)
+        let compiled = self.compile(path)?;
+        compiled
+            .stored
+            .map_err(|e| PluginError::Cache(compiled.artifact.clone(), e))?;
+        Ok(compiled.artifact)
     }
 
-    /// The component from the cache, or compiled and stored there: with the artifact's path
-    /// and whether storing it (when it was compiled) worked.
-    fn compile(
-        &self,
-        path: &Path,
-    ) -> Result<(Component, PathBuf, Result<(), String>), PluginError> {
+    /// The component from the cache, or compiled and stored there.
+    fn compile(&self, path: &Path) -> Result<Compiled, PluginError> {
         let wasm = std::fs::read(path).map_err(|e| PluginError::Read(path.to_path_buf(), e))?;
-        let cached = self.artifact_path(&wasm);
-        if let Some(component) = self.load_cached(&cached) {
-            return Ok((component, cached, Ok(())));
+        let digest = digest(&wasm);
+        let artifact = self.artifact_path(&digest);
+        let loaded = |component| Loaded {
+            component,
+            digest: digest.clone(),
+        };
+        if let Some(component) = self.load_cached(&artifact) {
+            return Ok(Compiled {
+                loaded: loaded(component),
+                artifact,
+                stored: Ok(()),
+            });
         }
         let component = Component::new(&self.engine, &wasm)
             .map_err(|e| PluginError::Invalid(path.to_path_buf(), e))?;
-        let stored = self.store_cached(&cached, &component);
-        Ok((component, cached, stored))
+        let stored = self.store_cached(&artifact, &component);
+        Ok(Compiled {
+            loaded: loaded(component),
+            artifact,
+            stored,
+        })
     }
 
-    fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
+    fn artifact_path(&self, digest: &str) -> PathBuf {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut compat);
-        let name = format!("{:x}-{:016x}.cwasm", Sha256::digest(wasm), compat.finish());
+        let name = format!("{digest}-{:016x}.cwasm", compat.finish());
         self.config.cache_dir.join(name)
     }
 
@@ -267,7 +300,7 @@ impl Runtime {
         plugin: Arc<str>,
         secrets: Secrets,
         egress: Egress,
-        state: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+        state: DriverState,
     ) -> Store<Host> {
         let stderr = StderrTail::default();
         let wasi = WasiCtxBuilder::new()
@@ -285,6 +318,7 @@ impl Runtime {
                 .build(),
             memory_limit: self.config.memory_limit,
             memory_used: 0,
+            memory_peak: 0,
         };
         let host = Host {
             plugin,
@@ -348,6 +382,8 @@ struct Limits {
     counts: StoreLimits,
     memory_limit: usize,
     memory_used: usize,
+    /// The most `memory_used` has been.
+    memory_peak: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -368,6 +404,7 @@ impl ResourceLimiter for Limits {
         let allowed = self.counts.memory_growing(current, desired, maximum)?;
         if allowed {
             self.memory_used = used;
+            self.memory_peak = self.memory_peak.max(used);
         }
         Ok(allowed)
     }
@@ -407,6 +444,12 @@ impl ResourceLimiter for Limits {
 }
 
 impl Host {
+    /// The most linear memory the instance has held (a wasm memory never shrinks, so also
+    /// what it holds now).
+    pub fn memory_peak(&self) -> usize {
+        self.limits.memory_peak
+    }
+
     /// A trap with what the guest wrote to stderr during the call (a panic's message).
     pub fn explain(&self, e: CallError) -> CallError {
         match (e, self.stderr.text()) {
@@ -460,6 +503,7 @@ mod tests {
             counts: StoreLimitsBuilder::new().build(),
             memory_limit: 32 * MIB,
             memory_used: 0,
+            memory_peak: 0,
         };
         assert!(limits.memory_growing(0, 20 * MIB, None).unwrap());
         assert!(limits.memory_growing(20 * MIB, 24 * MIB, None).unwrap());
@@ -468,5 +512,6 @@ mod tests {
         assert!(e.to_string().contains("memory limit exceeded"), "{e}");
         assert!(limits.memory_growing(0, 8 * MIB, None).unwrap());
         assert_eq!(limits.memory_used, 32 * MIB);
+        assert_eq!(limits.memory_peak, 32 * MIB);
     }
 }

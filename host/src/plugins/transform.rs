@@ -13,8 +13,10 @@ use wasmtime::component::{self, Func};
 
 use super::bindings::batch::{BatchTransformer, BatchTransformerPre};
 use super::bindings::record::{RecordTransformer, RecordTransformerPre};
-use super::bindings::{EventRef, Outcome, TransformError};
+use super::bindings::{ErrorInfo, EventRef, Outcome, TransformError};
+use super::check::World;
 use super::egress::Egress;
+use super::live::Version;
 use super::runtime::{CallError, Host, Runtime, within};
 use super::{PluginError, convert};
 use crate::event::StoredEvent;
@@ -25,8 +27,24 @@ use crate::redact::Secrets;
 pub enum TransformOutcome {
     /// The events to deliver instead (none: skipped).
     Emit(Vec<StoredEvent>),
-    /// This record failed (dead-lettered with this reason).
-    Failed(String),
+    /// This record failed (dead-lettered with the reason).
+    Failed(TransformFailure),
+}
+
+/// Why a record failed in a transform.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct TransformFailure {
+    /// The transform's own error code (`failed(invalid-record {code})`); none when the host
+    /// failed the record (a trap, an invalid output).
+    pub code: Option<String>,
+    pub reason: String,
+}
+
+impl From<String> for TransformFailure {
+    fn from(reason: String) -> Self {
+        TransformFailure { code: None, reason }
+    }
 }
 
 /// The exported interfaces, as the WIT names them.
@@ -63,6 +81,7 @@ fn export(
 
 pub struct Transform {
     pub name: Arc<str>,
+    pub version: Version,
     /// The secrets of its config, masked in its failures and log lines.
     secrets: Secrets,
     runtime: Arc<Runtime>,
@@ -71,12 +90,21 @@ pub struct Transform {
     idle: Mutex<Vec<Instance>>,
 }
 
+fn error_info(e: &TransformError) -> &ErrorInfo {
+    match e {
+        TransformError::InvalidRecord(i)
+        | TransformError::InvalidConfig(i)
+        | TransformError::Other(i) => i,
+    }
+}
+
 fn error_text(e: &TransformError) -> String {
-    let (kind, info) = match e {
-        TransformError::InvalidRecord(i) => ("invalid record", i),
-        TransformError::InvalidConfig(i) => ("invalid config", i),
-        TransformError::Other(i) => ("error", i),
+    let kind = match e {
+        TransformError::InvalidRecord(_) => "invalid record",
+        TransformError::InvalidConfig(_) => "invalid config",
+        TransformError::Other(_) => "error",
     };
+    let info = error_info(e);
     format!("transform {kind} ({}): {}", info.code, info.message)
 }
 
@@ -106,7 +134,16 @@ impl Transform {
         path: &Path,
         config: &Value,
     ) -> Result<Arc<Transform>, PluginError> {
-        let pre = prepare(&runtime, &runtime.load(path)?, path)?;
+        let loaded = runtime.load(path)?;
+        let pre = prepare(&runtime, &loaded.component, path)?;
+        let version = Version {
+            digest: loaded.digest,
+            world: match pre {
+                Pre::Batch(_) => World::BatchTransformer,
+                Pre::Record(_) => World::RecordTransformer,
+            },
+            loaded_at: std::time::SystemTime::now(),
+        };
         let secrets = Secrets::in_config(config);
         let config = if config.is_null() {
             b"{}".to_vec()
@@ -119,6 +156,7 @@ impl Transform {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
                 .into(),
+            version,
             secrets,
             runtime,
             pre,
@@ -185,6 +223,19 @@ impl Transform {
         })
     }
 
+    /// The most linear memory any of its kept instances has held.
+    pub fn memory_peak(&self) -> usize {
+        let idle = self.idle.lock().expect("idle lock");
+        idle.iter()
+            .map(|i| match i {
+                Instance::Batch(store, _) | Instance::Record(store, _) => {
+                    store.data().memory_peak()
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Transforms a batch: one outcome per input, in order.
     pub async fn apply<E: Borrow<StoredEvent> + Sync>(
         &self,
@@ -197,7 +248,7 @@ impl Transform {
                 Ok(i) => i,
                 Err(e) => {
                     let reason = format!("no instance of the transform could be started: {e}");
-                    return vec![TransformOutcome::Failed(reason); events.len()];
+                    return vec![TransformOutcome::Failed(reason.into()); events.len()];
                 }
             },
         };
@@ -207,7 +258,7 @@ impl Transform {
                 outcomes
             }
             // The instance is dead; a fresh one per record finds the one at fault.
-            Err(trap) if events.len() == 1 => vec![TransformOutcome::Failed(trap)],
+            Err(trap) if events.len() == 1 => vec![TransformOutcome::Failed(trap.into())],
             Err(_) => {
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
@@ -302,19 +353,25 @@ impl Transform {
             }
             Outcome::Skip => Ok(vec![]),
             Outcome::Many(list) if list.len() > self.runtime.config().max_fan_out => {
-                return TransformOutcome::Failed(format!(
-                    "plugin {} made {} events of one record, over plugins.maxFanOut ({})",
-                    self.name,
-                    list.len(),
-                    self.runtime.config().max_fan_out
-                ));
+                return TransformOutcome::Failed(
+                    format!(
+                        "plugin {} made {} events of one record, over plugins.maxFanOut ({})",
+                        self.name,
+                        list.len(),
+                        self.runtime.config().max_fan_out
+                    )
+                    .into(),
+                );
             }
             Outcome::Many(list) => list
                 .into_iter()
                 .map(|e| convert::from_wit(e, input))
                 .collect::<Result<Vec<_>, _>>(),
             Outcome::Failed(err) => {
-                return TransformOutcome::Failed(self.secrets.mask(&error_text(&err)));
+                return TransformOutcome::Failed(TransformFailure {
+                    code: Some(error_info(&err).code.clone()),
+                    reason: self.secrets.mask(&error_text(&err)),
+                });
             }
         };
         // What a plugin makes is held to the rules intake holds senders to.
@@ -330,7 +387,8 @@ impl Transform {
             Ok(list) => TransformOutcome::Emit(list),
             Err(e) => TransformOutcome::Failed(
                 self.secrets
-                    .mask(&format!("plugin {} returned {e}", self.name)),
+                    .mask(&format!("plugin {} returned {e}", self.name))
+                    .into(),
             ),
         }
     }

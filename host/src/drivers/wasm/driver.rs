@@ -5,26 +5,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
+use crate::plugins::Live;
 use crate::plugins::driver::{Answer, DriverPlugin, Failure};
 use crate::plugins::driver_types::{DriverError, ErrorInfo, HealthStatus};
 use crate::plugins::runtime::CallError;
 
+/// The component's calls go to the version running when each starts: a reload swaps it
+/// between batches.
 pub struct WasmDriver {
-    plugin: Arc<DriverPlugin>,
+    plugin: Arc<Live<DriverPlugin>>,
     timeout: Duration,
 }
 
 impl WasmDriver {
-    pub fn new(plugin: Arc<DriverPlugin>, timeout: Duration) -> Self {
+    pub fn new(plugin: Arc<Live<DriverPlugin>>, timeout: Duration) -> Self {
         WasmDriver { plugin, timeout }
     }
 
-    fn error(&self, e: DriverError) -> DeliveryError {
+    fn error(&self, plugin: &DriverPlugin, e: DriverError) -> DeliveryError {
         let text = |what: &str, i: &ErrorInfo| {
-            format!(
-                "driver {} {what} ({}): {}",
-                self.plugin.name, i.code, i.message
-            )
+            format!("driver {} {what} ({}): {}", plugin.name, i.code, i.message)
         };
         match e {
             // Nothing gets better by retrying a record; the replicator waits (failing) instead.
@@ -47,10 +47,10 @@ impl WasmDriver {
     }
 
     /// The pipeline's view of a `replicate` call: one result per record, or the batch's error.
-    fn outcome(&self, result: Answer, records: usize) -> BatchOutcome {
+    fn outcome(&self, plugin: &DriverPlugin, result: Answer, records: usize) -> BatchOutcome {
         match result {
-            Err(f) => Err(self.failed(f)),
-            Ok(Err(e)) => Err(self.error(e)),
+            Err(f) => Err(self.failed(plugin, f)),
+            Ok(Err(e)) => Err(self.error(plugin, e)),
             Ok(Ok(result)) => {
                 let mut results = vec![Ok(()); records];
                 for failure in result.failed {
@@ -58,10 +58,10 @@ impl WasmDriver {
                     let Some(slot) = results.get_mut(failure.index as usize) else {
                         return Err(DeliveryError::permanent(format!(
                             "driver {} reported a failure for record {} of a batch of {}",
-                            self.plugin.name, failure.index, records
+                            plugin.name, failure.index, records
                         )));
                     };
-                    *slot = Err(self.error(failure.error));
+                    *slot = Err(self.error(plugin, failure.error));
                 }
                 Ok(results)
             }
@@ -69,15 +69,15 @@ impl WasmDriver {
     }
 
     /// The driver's words can carry its config (a URL with a password, a token).
-    fn masked(&self, e: DeliveryError) -> DeliveryError {
+    fn masked(&self, plugin: &DriverPlugin, e: DeliveryError) -> DeliveryError {
         DeliveryError {
-            message: self.plugin.secrets.mask(&e.message),
+            message: plugin.secrets.mask(&e.message),
             ..e
         }
     }
 
-    fn failed(&self, f: Failure) -> DeliveryError {
-        let name = &self.plugin.name;
+    fn failed(&self, plugin: &DriverPlugin, f: Failure) -> DeliveryError {
+        let name = &plugin.name;
         match f {
             // A trap is the record's fault until proven otherwise: as a batch-level permanent
             // error, the pipeline splits the batch down to the record and dead-letters it.
@@ -98,10 +98,11 @@ impl WasmDriver {
 #[async_trait::async_trait]
 impl Driver for WasmDriver {
     async fn init(&self) -> Result<(), DeliveryError> {
-        match self.plugin.init().await {
+        let plugin = self.plugin.get();
+        match plugin.init().await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.masked(self.error(e))),
-            Err(f) => Err(self.masked(self.failed(f))),
+            Ok(Err(e)) => Err(self.masked(&plugin, self.error(&plugin, e))),
+            Err(f) => Err(self.masked(&plugin, self.failed(&plugin, f))),
         }
     }
 
@@ -110,8 +111,9 @@ impl Driver for WasmDriver {
             .iter()
             .map(|d| crate::plugins::to_wit(&d.event, d.destination()))
             .collect();
-        let replicated = self.plugin.replicate(&events, self.timeout).await;
-        let outcome = self.outcome(replicated.result, batch.len());
+        let plugin = self.plugin.get();
+        let replicated = plugin.replicate(&events, self.timeout).await;
+        let outcome = self.outcome(&plugin, replicated.result, batch.len());
         // The host's own reason goes with the driver's, which may not name the allow-list.
         let refused = match replicated.refused.as_slice() {
             [] => String::new(),
@@ -121,10 +123,13 @@ impl Driver for WasmDriver {
             ),
         };
         let why = |e: DeliveryError| {
-            self.masked(DeliveryError {
-                message: format!("{}{refused}", e.message),
-                ..e
-            })
+            self.masked(
+                &plugin,
+                DeliveryError {
+                    message: format!("{}{refused}", e.message),
+                    ..e
+                },
+            )
         };
         match outcome {
             Ok(results) => Ok(results.into_iter().map(|r| r.map_err(why)).collect()),
@@ -133,20 +138,22 @@ impl Driver for WasmDriver {
     }
 
     async fn close(&self) {
-        self.plugin.close().await;
+        self.plugin.get().close().await;
     }
 
     async fn health(&self) -> Option<String> {
-        let said = match self.plugin.health().await? {
+        let plugin = self.plugin.get();
+        let said = match plugin.health().await? {
             HealthStatus::Ok => return None,
             HealthStatus::Degraded(m) => format!("degraded: {m}"),
             HealthStatus::Unhealthy(m) => format!("unhealthy: {m}"),
         };
-        Some(self.plugin.secrets.mask(&said))
+        Some(plugin.secrets.mask(&said))
     }
 
     fn max_batch_size(&self) -> Option<usize> {
         // 0: the driver sets no limit of its own.
-        (self.plugin.info.max_batch_size > 0).then_some(self.plugin.info.max_batch_size as usize)
+        let max = self.plugin.get().info.max_batch_size;
+        (max > 0).then_some(max as usize)
     }
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use super::{BuildContext, Driver, DriverSpec};
 use crate::options::Section;
 use crate::plugins::PluginError;
-use crate::plugins::driver::DriverPlugin;
 
 /// The wasm driver's entry in the registry.
 pub struct Wasm;
@@ -37,16 +36,17 @@ impl DriverSpec for Wasm {
         config: &WasmConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Driver>, PluginError> {
-        let runtime = context
+        let plugins = context
             .plugins
             .ok_or_else(|| PluginError::NoRuntime(config.component.clone()))?;
-        let plugin = DriverPlugin::load(
-            runtime.clone(),
-            &config.component,
-            &config.config,
-            config.allow_hosts.clone(),
-        )
-        .await?;
+        let plugin = plugins
+            .driver(
+                context.replicator,
+                &config.component,
+                &config.config,
+                config.allow_hosts.clone(),
+            )
+            .await?;
         Ok(Arc::new(WasmDriver::new(plugin, context.policy.timeout)))
     }
 }

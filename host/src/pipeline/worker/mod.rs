@@ -24,11 +24,11 @@ use tokio::task::JoinSet;
 use super::backfill::Backfills;
 use super::telemetry::{MonitorEvent, ReplicatorCounters, State};
 use crate::delivery::{self as retry, Backoff};
-use crate::delivery::{ANY_RESOURCE, DeliveryPolicy, Route};
+use crate::delivery::{DeliveryPolicy, Route, RouteIndex};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::event::{StoredEvent, now_rfc3339};
 use crate::journal::{Attempt, DeadLetter, Journal, JournalError, LogEntry, LogStatus};
-use crate::plugins::Transform;
+use crate::plugins::{Live, Transform};
 use keys::{Key, KeyQueues};
 use outcome::{BatchVerdict, Verdict};
 use progress::Progress;
@@ -103,6 +103,7 @@ impl Shared {
             sequence: Some(item.event.sequence),
             attempt: Some(item.attempts.len() as u32 + 1),
             error,
+            plugin: None,
         }
     }
 
@@ -187,7 +188,7 @@ impl Shared {
 
 pub struct Worker {
     shared: Arc<Shared>,
-    by_resource: HashMap<String, Vec<usize>>,
+    routes: RouteIndex,
     control: mpsc::Receiver<Control>,
     keys: KeyQueues<Item>,
     /// Batches refused as a whole, to be tried as halves before anything else.
@@ -210,7 +211,7 @@ pub struct WorkerParts {
     pub id: String,
     pub routes: Vec<Route>,
     /// The transform of each route, if any.
-    pub transforms: Vec<Option<Arc<Transform>>>,
+    pub transforms: Vec<Option<Arc<Live<Transform>>>>,
     pub driver: Arc<dyn Driver>,
     pub policy: DeliveryPolicy,
     pub journal: Arc<Journal>,
@@ -224,10 +225,7 @@ pub struct WorkerParts {
 
 impl Worker {
     pub fn new(p: WorkerParts) -> Self {
-        let mut by_resource: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, r) in p.routes.iter().enumerate() {
-            by_resource.entry(r.resource.clone()).or_default().push(i);
-        }
+        let routes = RouteIndex::new(&p.routes);
         let cursor = p.counters.stats.cursor();
         Worker {
             transforms: TransformStage::new(p.transforms, p.max_fan_out),
@@ -240,7 +238,7 @@ impl Worker {
                 counters: p.counters,
                 log_errors: p.log_errors,
             }),
-            by_resource,
+            routes,
             control: p.control,
             keys: KeyQueues::default(),
             halves: Vec::new(),
@@ -419,23 +417,16 @@ impl Worker {
     /// The routes that take this event; counts it skipped when its resource is routed but
     /// none of those routes takes its action.
     fn routes_of(&self, stored: &StoredEvent) -> Vec<usize> {
-        let s = &self.shared;
-        let candidates = self
-            .by_resource
-            .get(&stored.event.resource)
-            .or_else(|| self.by_resource.get(ANY_RESOURCE));
-        let routes: Vec<usize> = candidates
-            .map(|rs| {
-                rs.iter()
-                    .copied()
-                    .filter(|r| s.routes[*r].actions.contains(stored.event.action))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if routes.is_empty() && candidates.is_some() {
-            s.counters.skipped();
+        let e = &stored.event;
+        match self.routes.routes_of(&e.resource, e.action) {
+            Some(routes) => {
+                if routes.is_empty() {
+                    self.shared.counters.skipped();
+                }
+                routes
+            }
+            None => Vec::new(),
         }
-        routes
     }
 
     /// Whether an event is for this replicator: a backfilled copy is not when it is aimed at

@@ -76,6 +76,7 @@ impl Worker {
                 sequence: Some(entry.sequence),
                 attempt: None,
                 error: None,
+                plugin: None,
             });
             // A record that failed in the transform goes through it again; one that failed
             // at delivery was transformed already.
@@ -84,10 +85,10 @@ impl Worker {
                 Some(t) if !entry.transformed => {
                     match self.transforms.apply_one(t, original.clone()).await {
                         TransformOutcome::Emit(list) => list.into_iter().map(Arc::new).collect(),
-                        TransformOutcome::Failed(reason) => {
+                        TransformOutcome::Failed(failure) => {
                             let mut item = Item::new(original, route);
                             item.redriven = Some(redriven);
-                            s.dead_letter_surely(&item, &reason, false).await;
+                            s.dead_letter_surely(&item, &failure.reason, false).await;
                             Vec::new()
                         }
                     }

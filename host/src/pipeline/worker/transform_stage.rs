@@ -13,7 +13,7 @@ use tokio::task::{JoinError, JoinSet};
 use super::{Item, Worker, panic_message};
 use crate::delivery::{self as retry, Backoff};
 use crate::event::StoredEvent;
-use crate::plugins::{Transform, TransformOutcome};
+use crate::plugins::{Live, Transform, TransformOutcome};
 
 /// Events per call into a transform.
 const TRANSFORM_BATCH: usize = 100;
@@ -42,8 +42,9 @@ struct Work {
 }
 
 pub struct TransformStage {
-    /// The transform of each route, if any.
-    transforms: Vec<Option<Arc<Transform>>>,
+    /// The transform of each route, if any; each read takes the version running when it
+    /// starts, so a reload applies from the next read.
+    transforms: Vec<Option<Arc<Live<Transform>>>>,
     max_fan_out: usize,
     task: JoinSet<Vec<RouteOutputs>>,
     work: Option<Work>,
@@ -67,7 +68,7 @@ async fn run(routes: Vec<RouteInputs>) -> Vec<RouteOutputs> {
 }
 
 impl TransformStage {
-    pub fn new(transforms: Vec<Option<Arc<Transform>>>, max_fan_out: usize) -> Self {
+    pub fn new(transforms: Vec<Option<Arc<Live<Transform>>>>, max_fan_out: usize) -> Self {
         TransformStage {
             transforms,
             max_fan_out,
@@ -78,11 +79,12 @@ impl TransformStage {
     }
 
     pub fn has(&self, route: usize) -> bool {
-        self.of(route).is_some()
+        self.transforms.get(route).is_some_and(Option::is_some)
     }
 
+    /// The version of the route's transform running now.
     pub fn of(&self, route: usize) -> Option<Arc<Transform>> {
-        self.transforms.get(route).cloned().flatten()
+        self.transforms.get(route)?.as_ref().map(|live| live.get())
     }
 
     /// No read is going through (the worker may read the journal).
@@ -135,12 +137,19 @@ impl TransformStage {
         self.task.join_next().await
     }
 
-    /// Runs the failed read again.
+    /// Runs the failed read again, through the versions running now (a reload may have
+    /// mended what failed).
     pub fn restart(&mut self) {
         self.retry_at = None;
-        if let Some(work) = &self.work {
-            self.task.spawn(run(work.routes.clone()));
+        let Some(work) = &mut self.work else {
+            return;
+        };
+        for r in &mut work.routes {
+            if let Some(current) = self.transforms.get(r.route).and_then(Option::as_ref) {
+                r.transform = current.get();
+            }
         }
+        self.task.spawn(run(work.routes.clone()));
     }
 
     /// One record through a transform, outside the stage (a redrive); a task that fails is
@@ -153,8 +162,10 @@ impl TransformStage {
         let call = tokio::spawn(async move { transform.apply(&[event]).await.pop() });
         match call.await {
             Ok(Some(outcome)) => outcome,
-            Ok(None) => TransformOutcome::Failed("the transform gave no outcome".into()),
-            Err(e) => TransformOutcome::Failed(task_failure(e)),
+            Ok(None) => {
+                TransformOutcome::Failed(String::from("the transform gave no outcome").into())
+            }
+            Err(e) => TransformOutcome::Failed(task_failure(e).into()),
         }
     }
 
@@ -236,9 +247,9 @@ impl Worker {
                         }
                         list
                     }
-                    TransformOutcome::Failed(reason) => {
+                    TransformOutcome::Failed(failure) => {
                         let item = Item::new(input.clone(), r.route);
-                        s.dead_letter_surely(&item, &reason, false).await;
+                        s.dead_letter_surely(&item, &failure.reason, false).await;
                         Vec::new()
                     }
                 };
