@@ -544,3 +544,81 @@ async fn a_broken_new_version_is_refused_and_the_old_one_keeps_serving() {
     assert_ne!(status["digest"], running);
     assert_eq!(status["reloads"], 1);
 }
+
+/// A search index's `_bulk` endpoint that writes everything.
+fn bulk_written(body: &[u8]) -> (u16, String) {
+    let lines = String::from_utf8_lossy(body).lines().count();
+    let items: Vec<Value> = (0..lines / 2)
+        .map(|_| json!({"index": {"status": 201}}))
+        .collect();
+    (200, json!({"errors": false, "items": items}).to_string())
+}
+
+/// The `_id` of each document in the bulk requests received, in order.
+fn bulk_ids(search: &Receiver) -> Vec<String> {
+    search
+        .accepted()
+        .iter()
+        .flat_map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v["index"]["_id"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_driver_version_takes_over_between_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("search.wasm");
+    let original = std::fs::read(guest("rust-driver")).unwrap();
+    std::fs::write(&live, &original).unwrap();
+    let search = Receiver::start().await;
+    search.respond_with(bulk_written);
+    let host = Host::start(&format!(
+        "plugins:\n  watchInterval: 200ms\nreplicators:\n  - id: search\n    driver: wasm\n    batchSize: 10\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n      index: app\n",
+        live.display(),
+        search.port,
+        search.url("")
+    ))
+    .await;
+    let before = plugins_status(&host.get("/v1/status").await);
+    assert_eq!(before["kind"], "driver");
+    assert_eq!(before["world"], "sink-driver");
+    let sender = {
+        let url = host.url("/v1/events");
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for round in 0..30 {
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| user(&format!("u{round}-{i}"), "Ana"))
+                    .collect();
+                let r = http.post(&url).json(&batch).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The same driver with a custom section appended: another file, another digest.
+    let mut next = original;
+    next.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'o', b't', b'e']);
+    let staged = dir.path().join("search.wasm.new");
+    std::fs::write(&staged, next).unwrap();
+    std::fs::rename(&staged, &live).unwrap();
+    sender.await.unwrap();
+    let after = eventually(Duration::from_secs(20), "the new driver loaded", || async {
+        let p = plugins_status(&host.get("/v1/status").await);
+        (p["reloads"] == 1).then_some(p)
+    })
+    .await;
+    assert_ne!(after["digest"], before["digest"]);
+    let status = host.drained("search").await;
+    assert_eq!(status["delivered"], 300, "{status}");
+    let ids = bulk_ids(&search);
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 300, "every event written");
+    assert_eq!(ids.len(), 300, "none written twice by the swap");
+}

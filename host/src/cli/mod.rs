@@ -480,6 +480,30 @@ fn print_status(status: &serde_json::Value) {
             );
         }
     }
+    let plugins = status["plugins"].as_array().cloned().unwrap_or_default();
+    if !plugins.is_empty() {
+        println!(
+            "\n{:<24} {:<10} {:<19} {:<14} {:<25} {:>7}  path, last error",
+            "plugin of", "kind", "world", "digest", "loaded at", "reloads"
+        );
+    }
+    for p in &plugins {
+        let digest = p["digest"].as_str().unwrap_or("");
+        println!(
+            "{:<24} {:<10} {:<19} {:<14} {:<25} {:>7}  {}{}",
+            p["replicator"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            p["world"].as_str().unwrap_or(""),
+            &digest[..digest.len().min(12)],
+            p["loadedAt"].as_str().unwrap_or(""),
+            p["reloads"].as_u64().unwrap_or(0),
+            p["path"].as_str().unwrap_or(""),
+            p["lastError"]
+                .as_str()
+                .map(|e| format!("; new version refused: {e}"))
+                .unwrap_or_default(),
+        );
+    }
     let j = &status["journal"];
     println!(
         "journal: head {} oldest kept {} ({} bytes undelivered)",
