@@ -18,6 +18,37 @@ pub struct WasmDriver {
 }
 
 impl WasmDriver {
+    /// One `replicate` call with these records.
+    async fn call(&self, plugin: &DriverPlugin, batch: &[Delivery]) -> BatchOutcome {
+        let events: Vec<_> = batch
+            .iter()
+            .map(|d| crate::plugins::to_wit(&d.event, d.destination()))
+            .collect();
+        let replicated = plugin.replicate(&events, self.timeout).await;
+        let outcome = self.outcome(plugin, replicated.result, batch.len());
+        // The host's own reason goes with the driver's, which may not name the allow-list.
+        let refused = match replicated.refused.as_slice() {
+            [] => String::new(),
+            hosts => format!(
+                "; the host refused its requests to {} (not in allowHosts)",
+                hosts.join(", ")
+            ),
+        };
+        let why = |e: DeliveryError| {
+            self.masked(
+                plugin,
+                DeliveryError {
+                    message: format!("{}{refused}", e.message),
+                    ..e
+                },
+            )
+        };
+        match outcome {
+            Ok(results) => Ok(results.into_iter().map(|r| r.map_err(why)).collect()),
+            Err(e) => Err(why(e)),
+        }
+    }
+
     pub fn new(plugin: Arc<Live<DriverPlugin>>, timeout: Duration) -> Self {
         WasmDriver { plugin, timeout }
     }
@@ -107,34 +138,28 @@ impl Driver for WasmDriver {
     }
 
     async fn deliver(&self, batch: &[Delivery]) -> BatchOutcome {
-        let events: Vec<_> = batch
-            .iter()
-            .map(|d| crate::plugins::to_wit(&d.event, d.destination()))
-            .collect();
         let plugin = self.plugin.get();
-        let replicated = plugin.replicate(&events, self.timeout).await;
-        let outcome = self.outcome(&plugin, replicated.result, batch.len());
-        // The host's own reason goes with the driver's, which may not name the allow-list.
-        let refused = match replicated.refused.as_slice() {
-            [] => String::new(),
-            hosts => format!(
-                "; the host refused its requests to {} (not in allowHosts)",
-                hosts.join(", ")
-            ),
+        // A reloaded version may take smaller batches than the one the replicator started
+        // with: the batch goes in several calls then. Once a later call fails as a whole, its
+        // records and the rest fail with it; the earlier ones were written.
+        let max = match plugin.info.max_batch_size {
+            0 => batch.len().max(1),
+            n => n as usize,
         };
-        let why = |e: DeliveryError| {
-            self.masked(
-                &plugin,
-                DeliveryError {
-                    message: format!("{}{refused}", e.message),
-                    ..e
-                },
-            )
-        };
-        match outcome {
-            Ok(results) => Ok(results.into_iter().map(|r| r.map_err(why)).collect()),
-            Err(e) => Err(why(e)),
+        let mut calls = batch.chunks(max);
+        let first = calls.next().unwrap_or_default();
+        let mut results = self.call(&plugin, first).await?;
+        for (i, chunk) in calls.enumerate() {
+            match self.call(&plugin, chunk).await {
+                Ok(r) => results.extend(r),
+                Err(e) => {
+                    let sent = first.len() + i * max;
+                    results.extend(std::iter::repeat_n(Err(e), batch.len() - sent));
+                    break;
+                }
+            }
         }
+        Ok(results)
     }
 
     async fn close(&self) {
