@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p replicator --bench plugins` (needs `guest-examples/build.sh` and
 //! `guest-examples/build-js-python.sh --aot` first; the figures in docs/ are of that build).
-//! Prints figures.
+//! Prints figures. `BENCH_GUESTS=DIR` takes the components from DIR instead of
+//! guest-examples/dist.
 //!
 //! `BENCH_PROFILE=native` (or a guest's name, e.g. `rust-transform`) runs only that path at
 //! batch 100 for `BENCH_PASSES` passes (default 10) over the records and prints no figures, for a
@@ -22,9 +23,11 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// `BENCH_GUESTS=DIR` takes the components from another build (an A/B of two guest builds).
 fn guest(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-examples/dist")
+    std::env::var_os("BENCH_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/dist"))
         .join(format!("{name}.wasm"))
 }
 
