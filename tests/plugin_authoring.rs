@@ -348,22 +348,71 @@ fn new_project(name: &str, lang: &str, kind: &str) -> PathBuf {
     wasm
 }
 
-#[test]
-fn plugin_new_in_rust_builds_and_passes_its_cases() {
-    new_project("acme-rust-transform", "rust", "transform");
-    new_project("acme-rust-driver", "rust", "driver");
+/// A driver project's component, used by a replicator: each batch arrives at a real HTTP
+/// server as a JSON array of the events.
+async fn posts_batches_to_a_real_server(wasm: PathBuf) {
+    let receiver = Receiver::start().await;
+    let host = Host::start(&format!(
+        "replicators:\n  - id: post\n    driver: wasm\n    resources: [users]\n    config:\n      component: \"{}\"\n      allowHosts: [\"127.0.0.1:{}\"]\n      url: \"{}\"\n",
+        wasm.display(),
+        receiver.port,
+        receiver.url("/in")
+    ))
+    .await;
+    host.send(json!([user("u1", "Ana"), user("u2", "Bob"), {"resource": "users", "action": "delete", "id": "u1"}]))
+        .await;
+    let status = host.drained("post").await;
+    assert_eq!(status["delivered"], 3, "{status}");
+    let events: Vec<Value> = receiver
+        .accepted()
+        .iter()
+        .flat_map(|r| r.json().as_array().cloned().unwrap_or_default())
+        .collect();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("u1", "insert"), ("u2", "insert"), ("u1", "delete")],
+        "{events:?}"
+    );
+    assert_eq!(
+        events[0]["data"]["firstName"], "Ana",
+        "documents as JSON values"
+    );
+    assert!(events[0]["sequence"].as_u64().is_some(), "{}", events[0]);
 }
 
-#[test]
-fn plugin_new_in_javascript_builds_and_passes_its_cases() {
-    new_project("acme-js-transform", "js", "transform");
-    new_project("acme-js-driver", "js", "driver");
+async fn new_driver_project(name: &'static str, lang: &'static str) {
+    let wasm = tokio::task::spawn_blocking(move || new_project(name, lang, "driver"))
+        .await
+        .unwrap();
+    posts_batches_to_a_real_server(wasm).await;
 }
 
-#[test]
-fn plugin_new_in_python_builds_and_passes_its_cases() {
-    new_project("acme-python-transform", "python", "transform");
-    new_project("acme-python-driver", "python", "driver");
+#[tokio::test]
+async fn plugin_new_in_rust_builds_and_passes_its_cases() {
+    tokio::task::spawn_blocking(|| new_project("acme-rust-transform", "rust", "transform"))
+        .await
+        .unwrap();
+    new_driver_project("acme-rust-driver", "rust").await;
+}
+
+#[tokio::test]
+async fn plugin_new_in_javascript_builds_and_passes_its_cases() {
+    tokio::task::spawn_blocking(|| new_project("acme-js-transform", "js", "transform"))
+        .await
+        .unwrap();
+    new_driver_project("acme-js-driver", "js").await;
+}
+
+#[tokio::test]
+async fn plugin_new_in_python_builds_and_passes_its_cases() {
+    tokio::task::spawn_blocking(|| new_project("acme-python-transform", "python", "transform"))
+        .await
+        .unwrap();
+    new_driver_project("acme-python-driver", "python").await;
 }
 
 fn plugins_status(status: &Value) -> Value {
@@ -453,8 +502,16 @@ async fn a_new_version_is_swapped_in_under_a_steady_stream() {
     );
     // The old version stripped the password; the new one, with no `drop` in its config,
     // keeps each record as it came.
-    assert!(events[..switch].iter().all(|e| e["data"].get("password").is_none()));
-    assert!(events[switch..].iter().all(|e| e["data"]["password"] == "pw"));
+    assert!(
+        events[..switch]
+            .iter()
+            .all(|e| e["data"].get("password").is_none())
+    );
+    assert!(
+        events[switch..]
+            .iter()
+            .all(|e| e["data"]["password"] == "pw")
+    );
     let metrics = host.metrics().await;
     assert!(
         metrics.contains(
