@@ -236,7 +236,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 16, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(operations, 18, "{:?}", paths.keys().collect::<Vec<_>>());
         let (status, body) = call(&app, Method::GET, "/v1/nothing-here").await;
         assert_eq!((status, body.len()), (StatusCode::NOT_FOUND, 0));
         let (status, _) = call(&app, Method::DELETE, "/v1/status").await;
