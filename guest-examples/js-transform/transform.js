@@ -20,14 +20,13 @@
 //   {"strip": [..], "skipEmailDomain": "@test.com" | null | "", "hashEmail": true,
 //    "fullName": true, "skipSoftDeleted": true, "rename": {"old": "new"}, "addFields": {"k": v}}
 //
-// componentize-js mapping used here: the interface export `batch-transform` is the exported
-// object `batchTransform` (functions `init`, `transformBatch`); `json` (list<u8>) is a
-// Uint8Array; option<T> is T | undefined; u64 is a BigInt; enums are strings ('insert');
-// variants are {tag, val} with the WIT case name as tag ({tag: 'skip'} when there is no payload).
-// A `result` export returns its `ok` value normally; its `err` value is the `payload` property of
-// whatever is thrown (an Error thrown without `payload` traps the instance instead).
-import { log } from 'replicator:plugin/log@0.1.0';
-import { hash } from 'replicator:plugin/digest@0.1.0';
+// It is written with the JavaScript SDK (../../sdk/js, imported by its path): the SDK exports
+// `batch-transform`, parses the config and each document on first read (invalid JSON in `data`
+// or `before` fails that record as invalid-record/invalid-json), encodes the outcomes, and fails
+// a record whose code throws (other/exception) without touching the others. build.mjs bundles
+// this file with the SDK first (componentize-js loads relative imports only from below the
+// source's directory).
+import { defineTransform, fail, InvalidConfig, keep, log, many, jsonBytes, sha256, skip, update } from '../../sdk/js/index.js';
 
 const DEFAULTS = Object.freeze({
   strip: Object.freeze(['password', 'ssn', 'creditCard']),
@@ -41,31 +40,11 @@ const DEFAULTS = Object.freeze({
 
 let config = DEFAULTS;
 
-/** `init` fails by throwing a value whose `payload` is the transform-error. */
-class InitError extends Error {
-  constructor(message) {
-    super(message);
-    this.payload = { tag: 'invalid-config', val: { code: 'invalid-config', message } };
-  }
-}
 const badConfig = (message) => {
-  throw new InitError(message);
+  throw new InvalidConfig(message);
 };
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-const encoder = new TextEncoder();
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/** UTF-8 JSON bytes -> value; throws a message on invalid UTF-8 or JSON. */
-function parseJson(bytes) {
-  let text;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    throw new SyntaxError('invalid UTF-8');
-  }
-  return JSON.parse(text);
-}
 
 // Unicode White_Space: what Rust's str::trim removes (JS's trim() differs slightly: it removes
 // U+FEFF and keeps U+0085), so every example hashes the same email the same way. One list for
@@ -80,17 +59,8 @@ export const normalizeEmail = (email) => {
   return (padded ? email.replace(TRIM, '') : email).toLowerCase();
 };
 
-/** Validates the config bytes given to `init`; returns the effective config. */
-export function parseConfig(bytes) {
-  if (bytes.every((b) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0c || b === 0x0d)) {
-    return DEFAULTS; // no config at all
-  }
-  let raw;
-  try {
-    raw = parseJson(bytes);
-  } catch (e) {
-    badConfig(`config is not JSON: ${e.message}`);
-  }
+/** Validates the config given to `init` (a JSON value, `{}` when none); returns the effective config. */
+export function parseConfig(raw) {
   if (!isObject(raw)) badConfig('config must be a JSON object');
   const c = { ...DEFAULTS };
   for (const [key, v] of Object.entries(raw)) {
@@ -156,88 +126,42 @@ export function shape(c, obj, email) {
   // The host hashes at native speed; SHA-256 in interpreted JavaScript costs about 120 µs.
   if (c.hashEmail && typeof obj.email === 'string') {
     const normalized = email !== undefined && c.rename.length === 0 ? email : normalizeEmail(obj.email);
-    obj.emailHash = hash('sha256', encoder.encode(normalized));
+    obj.emailHash = sha256(normalized);
   }
   for (let i = 0; i < c.strip.length; i++) delete obj[c.strip[i]];
   for (const k in c.addFields) obj[k] = c.addFields[k];
   return obj;
 }
 
-const failed = (tag, code, message) => ({ tag: 'failed', val: { tag, val: { code, message } } });
-
-const KEEP = Object.freeze({ tag: 'keep' });
-
-/** One event -> one outcome (a variant of transform-types). */
-export function transformOne(c, event) {
-  if (event.action === 'delete' || event.data === undefined) return KEEP;
-  let data;
-  try {
-    data = parseJson(event.data);
-  } catch (e) {
-    return failed('invalid-record', 'invalid-json', `data is not valid JSON: ${e.message}`);
-  }
-  if (!isObject(data)) return KEEP;
-
-  if (data.failMe === true) return failed('invalid-record', 'fail-me', 'record asked to fail');
-  // (parsed JSON has no `undefined`: `!= null` means present and not null)
-  if (c.skipSoftDeleted && (data.deletedAt != null || data.deleted === true)) {
-    return { tag: 'skip' };
-  }
-  const email = typeof data.email === 'string' ? normalizeEmail(data.email) : undefined;
-  if (c.skipEmailDomain && email !== undefined && email.endsWith(c.skipEmailDomain)) {
-    return { tag: 'skip' };
-  }
-
-  shape(c, data, email);
-
-  let before; // undefined: unchanged
-  if (event.before !== undefined) {
-    let b;
-    try {
-      b = parseJson(event.before);
-    } catch (e) {
-      return failed('invalid-record', 'invalid-json', `before is not valid JSON: ${e.message}`);
-    }
-    if (isObject(b)) before = encoder.encode(JSON.stringify(shape(c, b)));
-  }
-
-  const n = data.fanOut;
-  const documents = { data: encoder.encode(JSON.stringify(data)), before };
-  if (Number.isInteger(n) && n >= 1 && n <= 10) {
-    const out = { ...event, data: documents.data, before: before ?? event.before };
-    return { tag: 'many', val: Array.from({ length: n }, (_, i) => ({ ...out, id: `${event.id}-${i}` })) };
-  }
-  // Only the changed documents cross back to the host: much cheaper than a whole event.
-  return { tag: 'update', val: documents };
-}
-
-export const batchTransform = {
-  init(configBytes) {
-    try {
-      config = parseConfig(configBytes);
-    } catch (e) {
-      if (e instanceof InitError) throw e;
-      badConfig(`config rejected: ${e && e.message ? e.message : e}`);
-    }
-    log('info', 'js-transform: config accepted');
+export const batchTransform = defineTransform({
+  init(raw) {
+    config = parseConfig(raw);
+    log.info('js-transform: config accepted');
   },
 
-  transformBatch(events) {
-    let skipped = 0;
-    let fails = 0;
-    const outcomes = events.map((event) => {
-      let o;
-      try {
-        o = transformOne(config, event);
-      } catch (e) {
-        // Anything unexpected fails this record only (a throw out of here would trap).
-        o = failed('other', 'internal', String(e && e.message ? e.message : e));
-      }
-      if (o.tag === 'skip') skipped++;
-      if (o.tag === 'failed') fails++;
-      return o;
-    });
-    log('debug', `js-transform: ${events.length} events, ${skipped} skipped, ${fails} failed`);
-    return outcomes;
+  transform(event) {
+    const c = config;
+    if (event.action === 'delete') return keep();
+    const data = event.data; // parsed here, on first read
+    if (!isObject(data)) return keep(); // absent, or not an object
+
+    if (data.failMe === true) return fail('fail-me', 'record asked to fail');
+    // (parsed JSON has no `undefined`: `!= null` means present and not null)
+    if (c.skipSoftDeleted && (data.deletedAt != null || data.deleted === true)) return skip();
+    const email = typeof data.email === 'string' ? normalizeEmail(data.email) : undefined;
+    if (c.skipEmailDomain && email !== undefined && email.endsWith(c.skipEmailDomain)) return skip();
+
+    shape(c, data, email);
+    const b = event.before;
+    const before = isObject(b) ? shape(c, b) : undefined; // undefined: unchanged
+
+    const n = data.fanOut;
+    if (Number.isInteger(n) && n >= 1 && n <= 10) {
+      // Encoded once for all the copies; a field left out is the input's.
+      const copy = { data: jsonBytes(data), before: before === undefined ? undefined : jsonBytes(before) };
+      return many(Array.from({ length: n }, (_, i) => ({ ...copy, id: `${event.id}-${i}` })));
+    }
+    // Only the changed documents cross back to the host: much cheaper than a whole event.
+    return update({ data, before });
   },
-};
+});

@@ -143,50 +143,79 @@ class ResultError extends Error {
 
 const UNREAD = Symbol('unread');
 
-function readDocument(bytes, field) {
-  if (bytes === undefined) return undefined;
-  try {
-    return parseJson(bytes);
-  } catch (e) {
-    throw new InvalidRecord(`${field} is not valid JSON: ${e.message}`, { code: 'invalid-json' });
-  }
-}
+/** The error of a document that is not valid JSON (`e`: what decoding or parsing threw). */
+const invalidJson = (field, e) =>
+  new InvalidRecord(`${field} is not valid JSON: ${e instanceof SyntaxError ? e.message : 'invalid UTF-8'}`, { code: 'invalid-json' });
 
 /** One change of one record, as the host sent it (`raw`), its documents parsed when read. */
 export class Event {
+  // The envelope's fields are copied, not getters: in the engine's interpreter a getter costs a
+  // call on every read.
   constructor(raw) {
     this.raw = raw;
+    this.resource = raw.resource;
+    this.action = raw.action;
+    this.id = raw.id;
+    this.timestamp = raw.timestamp;
+    this.source = raw.source;
+    this.sequence = raw.sequence;
     this._data = UNREAD;
     this._before = UNREAD;
     this._metadata = UNREAD;
   }
-  get resource() { return this.raw.resource; }
-  get action() { return this.raw.action; }
-  get id() { return this.raw.id; }
-  get timestamp() { return this.raw.timestamp; }
-  get source() { return this.raw.source; }
-  get sequence() { return this.raw.sequence; }
   get dataBytes() { return this.raw.data; }
   get beforeBytes() { return this.raw.before; }
   get metadataBytes() { return this.raw.metadata; }
   get data() {
-    if (this._data === UNREAD) this._data = readDocument(this.raw.data, 'data');
-    return this._data;
+    let v = this._data;
+    if (v === UNREAD) {
+      const bytes = this.raw.data;
+      try {
+        v = bytes === undefined ? undefined : JSON.parse(decoder.decode(bytes));
+      } catch (e) {
+        throw invalidJson('data', e);
+      }
+      this._data = v;
+    }
+    return v;
   }
   get before() {
-    if (this._before === UNREAD) this._before = readDocument(this.raw.before, 'before');
-    return this._before;
+    let v = this._before;
+    if (v === UNREAD) {
+      const bytes = this.raw.before;
+      try {
+        v = bytes === undefined ? undefined : JSON.parse(decoder.decode(bytes));
+      } catch (e) {
+        throw invalidJson('before', e);
+      }
+      this._before = v;
+    }
+    return v;
   }
   get metadata() {
-    if (this._metadata === UNREAD) this._metadata = readDocument(this.raw.metadata, 'metadata');
-    return this._metadata;
+    let v = this._metadata;
+    if (v === UNREAD) {
+      const bytes = this.raw.metadata;
+      try {
+        v = bytes === undefined ? undefined : JSON.parse(decoder.decode(bytes));
+      } catch (e) {
+        throw invalidJson('metadata', e);
+      }
+      this._metadata = v;
+    }
+    return v;
   }
 
   /** The event for the host: documents read (and maybe changed in place) are encoded again. */
   toRaw() {
     const doc = (cached, bytes) => (cached === UNREAD || cached === undefined ? bytes : jsonBytes(cached));
     return {
-      ...this.raw,
+      resource: this.resource,
+      action: this.action,
+      id: this.id,
+      timestamp: this.timestamp,
+      source: this.source,
+      sequence: this.sequence,
       data: doc(this._data, this.raw.data),
       before: doc(this._before, this.raw.before),
       metadata: doc(this._metadata, this.raw.metadata),
@@ -231,10 +260,17 @@ export const keep = () => KEEP;
 /** Drop the event. */
 export const skip = () => SKIP;
 /** Send the event on with new documents (JSON values or JSON bytes); one left out is unchanged. */
-export const update = ({ data, before } = {}) => ({
-  tag: 'update',
-  val: { data: optionalDocument(data), before: optionalDocument(before) },
-});
+export function update(documents) {
+  const data = documents === undefined ? undefined : documents.data;
+  const before = documents === undefined ? undefined : documents.before;
+  return {
+    tag: 'update',
+    val: {
+      data: data === undefined || data === null ? undefined : jsonBytes(data),
+      before: before === undefined || before === null ? undefined : jsonBytes(before),
+    },
+  };
+}
 /** Send these events instead: each field left out (undefined) is the input's; null data, before,
  * source or metadata means none. An Event is taken whole. */
 export const many = (events) => ({ tag: 'many', val: Array.from(events), [PARTIAL]: true });
@@ -265,15 +301,20 @@ function wholeEvent(p, input) {
   };
 }
 
-const OUTCOME_TAGS = new Set(['keep', 'skip', 'update', 'failed', 'many']);
-
 /** An outcome as the host takes it (throws on something that is not an outcome). */
 function finish(o, input) {
-  if (o === null || typeof o !== 'object' || !OUTCOME_TAGS.has(o.tag)) {
-    throw new TypeError(`transform returned ${o === null ? 'null' : typeof o === 'object' ? JSON.stringify(o) : String(o)}, not an outcome (keep(), skip(), update(), many(), fail())`);
+  if (o !== null && typeof o === 'object') {
+    switch (o.tag) {
+      case 'update':
+      case 'keep':
+      case 'skip':
+      case 'failed':
+        return o;
+      case 'many':
+        return o[PARTIAL] ? { tag: 'many', val: o.val.map((p) => wholeEvent(p, input)) } : o;
+    }
   }
-  if (o[PARTIAL]) return { tag: 'many', val: o.val.map((p) => wholeEvent(p, input)) };
-  return o;
+  throw new TypeError(`transform returned ${o === null ? 'null' : typeof o === 'object' ? JSON.stringify(o) : String(o)}, not an outcome (keep(), skip(), update(), many(), fail())`);
 }
 
 /** An exception -> the failure of one record. */
@@ -308,9 +349,12 @@ export function defineTransform(t) {
   if (typeof t.transform !== 'function' && typeof t.transformBatch !== 'function') {
     throw new TypeError('defineTransform: the transform needs a transform(event) method');
   }
+  // The per-event path. The usual outcomes are checked inline: a call costs in the interpreter.
   const each = (event) => {
     try {
-      return finish(t.transform(event), event.raw);
+      const o = t.transform(event);
+      const tag = o !== null && typeof o === 'object' ? o.tag : undefined;
+      return tag === 'update' || tag === 'keep' || tag === 'skip' || tag === 'failed' ? o : finish(o, event.raw);
     } catch (e) {
       return recordFailure(e);
     }
@@ -329,13 +373,24 @@ export function defineTransform(t) {
     transformBatch(raws) {
       const n = raws.length;
       if (typeof t.transformBatch !== 'function') {
+        // `each`, inlined: the common path saves a call per event.
         const out = new Array(n);
-        for (let i = 0; i < n; i++) out[i] = each(new Event(raws[i]));
+        for (let i = 0; i < n; i++) {
+          const raw = raws[i];
+          try {
+            const o = t.transform(new Event(raw));
+            const tag = o !== null && typeof o === 'object' ? o.tag : undefined;
+            out[i] = tag === 'update' || tag === 'keep' || tag === 'skip' || tag === 'failed' ? o : finish(o, raw);
+          } catch (e) {
+            out[i] = recordFailure(e);
+          }
+        }
         return out;
       }
-      const events = raws.map((raw) => new Event(raw));
       let outcomes;
       try {
+        const events = new Array(n);
+        for (let i = 0; i < n; i++) events[i] = new Event(raws[i]);
         outcomes = t.transformBatch(events, each);
         if (!Array.isArray(outcomes) || outcomes.length !== n) {
           throw new TypeError(`transformBatch returned ${Array.isArray(outcomes) ? `${outcomes.length} outcomes` : typeof outcomes} for ${n} events`);
@@ -343,13 +398,18 @@ export function defineTransform(t) {
       } catch (e) {
         return raws.map(() => recordFailure(e));
       }
-      return outcomes.map((o, i) => {
+      // Outcomes from `each` are finished already.
+      for (let i = 0; i < n; i++) {
+        const o = outcomes[i];
+        const tag = o !== null && typeof o === 'object' ? o.tag : undefined;
+        if (tag === 'update' || tag === 'keep' || tag === 'skip' || tag === 'failed') continue;
         try {
-          return finish(o, raws[i]);
+          outcomes[i] = finish(o, raws[i]);
         } catch (e) {
-          return recordFailure(e);
+          outcomes[i] = recordFailure(e);
         }
-      });
+      }
+      return outcomes;
     },
   };
 }
