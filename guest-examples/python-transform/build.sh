@@ -6,6 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 wit="$(cd "$here/../../wit" && pwd)"
+sdk="$(cd "$here/../../sdk/python" && pwd)"  # replicator_plugin.py
 out="$(realpath -m "${1:-$here/../dist/python-transform.wasm}")"
 venv="${PY_VENV:-$here/.venv}"
 python="${PYTHON:-python3}"
@@ -25,7 +26,7 @@ start=$(date +%s.%N)
 # time, random) traps. -p: where app.py lives.
 stub=()
 [[ "${PY_STUB_WASI:-0}" == 1 ]] && stub=(--stub-wasi)
-"$venv/bin/componentize-py" -d "$wit" -w batch-transformer componentize "${stub[@]}" -p "$here" app -o "$out" >&2
+"$venv/bin/componentize-py" -d "$wit" -w batch-transformer componentize "${stub[@]}" -p "$here" -p "$sdk" app -o "$out" >&2
 end=$(date +%s.%N)
 size=$(stat -c %s "$out")
 awk -v o="$out" -v s="$size" -v a="$start" -v b="$end" \
