@@ -97,7 +97,7 @@ export class Event {
   toRaw(): RawEvent;
 }
 
-/** UTF-8 JSON of an array of envelopes, documents as JSON values (copied unparsed when not read). */
+/** UTF-8 JSON of an array of envelopes (absent fields null), documents as JSON values (copied unparsed when not read). */
 export function eventsToJson(events: ReadonlyArray<Event | RawEvent>): Uint8Array;
 
 // ------------------------------------------------------------------------------ outcomes

@@ -223,25 +223,21 @@ export class Event {
   }
 }
 
-const documentText = (bytes) => decoder.decode(bytes);
-
 /**
- * Events -> UTF-8 JSON text of an array of envelopes (resource, action, id, data, before,
- * timestamp, source, sequence, metadata; absent ones left out), the documents as JSON values.
+ * Events -> UTF-8 JSON text of an array of envelopes: resource, action, id, data, before,
+ * timestamp, source, sequence, metadata (null when absent), the documents as JSON values.
  * Documents not read are copied as the host sent them, not parsed; sequence is exact.
  */
 export function eventsToJson(events) {
+  const text = (bytes) => (bytes === undefined ? 'null' : decoder.decode(bytes));
   const parts = new Array(events.length);
   for (let i = 0; i < events.length; i++) {
     const e = events[i] instanceof Event ? events[i].toRaw() : events[i];
-    let s = `{"resource":${JSON.stringify(e.resource)},"action":"${e.action}","id":${JSON.stringify(e.id)}`;
-    if (e.data !== undefined) s += `,"data":${documentText(e.data)}`;
-    if (e.before !== undefined) s += `,"before":${documentText(e.before)}`;
-    s += `,"timestamp":${JSON.stringify(e.timestamp)}`;
-    if (e.source !== undefined) s += `,"source":${JSON.stringify(e.source)}`;
-    s += `,"sequence":${e.sequence}`;
-    if (e.metadata !== undefined) s += `,"metadata":${documentText(e.metadata)}`;
-    parts[i] = `${s}}`;
+    parts[i] =
+      `{"resource":${JSON.stringify(e.resource)},"action":"${e.action}","id":${JSON.stringify(e.id)},` +
+      `"data":${text(e.data)},"before":${text(e.before)},"timestamp":${JSON.stringify(e.timestamp)},` +
+      `"source":${e.source === undefined ? 'null' : JSON.stringify(e.source)},"sequence":${e.sequence},` +
+      `"metadata":${text(e.metadata)}}`;
   }
   return encoder.encode(`[${parts.join(',')}]`);
 }

@@ -314,26 +314,23 @@ class Event:
 
 
 def events_to_json(events: Sequence[Union[Event, _types.Event]]) -> bytes:
-    """UTF-8 JSON of an array of envelopes (resource, action, id, data, before, timestamp,
-    source, sequence, metadata; absent ones left out), the documents as JSON values: copied as
-    the host sent them when not read, not parsed."""
+    """UTF-8 JSON of an array of envelopes: resource, action, id, data, before, timestamp,
+    source, sequence, metadata (null when absent), the documents as JSON values. Documents not
+    read are copied as the host sent them, not parsed."""
+
+    def text(v: Optional[str]) -> bytes:
+        return b"null" if v is None else _encode(v).encode("utf-8")
+
     parts = []
     for e in events:
         raw = e.to_raw() if isinstance(e, Event) else e
-        action = "insert" if raw.action is _INSERT else "update" if raw.action is _UPDATE else "delete"
-        p = [b'{"resource":', _encode(raw.resource).encode(), b',"action":"', action.encode(), b'","id":', _encode(raw.id).encode()]
-        if raw.data is not None:
-            p += (b',"data":', raw.data)
-        if raw.before is not None:
-            p += (b',"before":', raw.before)
-        p += (b',"timestamp":', _encode(raw.timestamp).encode())
-        if raw.source is not None:
-            p += (b',"source":', _encode(raw.source).encode())
-        p += (b',"sequence":', str(raw.sequence).encode())
-        if raw.metadata is not None:
-            p += (b',"metadata":', raw.metadata)
-        p.append(b"}")
-        parts.append(b"".join(p))
+        action = b"insert" if raw.action is _INSERT else b"update" if raw.action is _UPDATE else b"delete"
+        parts.append(b"".join((
+            b'{"resource":', text(raw.resource), b',"action":"', action, b'","id":', text(raw.id),
+            b',"data":', raw.data or b"null", b',"before":', raw.before or b"null",
+            b',"timestamp":', text(raw.timestamp), b',"source":', text(raw.source),
+            b',"sequence":', str(raw.sequence).encode(), b',"metadata":', raw.metadata or b"null", b"}",
+        )))
     return b"[" + b",".join(parts) + b"]"
 
 

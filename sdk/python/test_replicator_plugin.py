@@ -207,9 +207,9 @@ class Documents(unittest.TestCase):
         text = rp.events_to_json([e, raw(data=None, metadata=None)])
         out = json.loads(text)
         self.assertEqual(out[0], {"resource": "users", "action": "insert", "id": "u1", "data": {"name": "Ada", "password": "x"},
-                                  "before": {"a": 1}, "timestamp": ISO, "sequence": 2**64 - 1, "metadata": {"requestId": "r1"}})
+                                  "before": {"a": 1}, "timestamp": ISO, "source": None, "sequence": 2**64 - 1, "metadata": {"requestId": "r1"}})
         self.assertIn(b'"before":{"a" : 1}', text)  # copied as it came
-        self.assertEqual(list(out[1]), ["resource", "action", "id", "timestamp", "source", "sequence"])
+        self.assertEqual([out[1][k] for k in ("data", "before", "source", "metadata")], [None, None, "app", None])
 
 
 class Init(unittest.TestCase):
