@@ -73,6 +73,14 @@ try:
     from wit_world.imports import state as _state
 except ImportError:
     _state = None  # type: ignore[assignment]
+# wasi:http, in the world `http-driver` of wasi-http/ only. Imported here, not when first used:
+# componentize-py keeps the modules imported while it builds, not the rest of the bindings.
+try:
+    from wit_world.imports import http_types as _ht
+    from wit_world.imports import outgoing_handler as _outgoing
+    from wit_world.imports import streams as _streams
+except ImportError:
+    _ht = _outgoing = _streams = None  # type: ignore[assignment]
 
 __all__ = [
     "DriverInfo", "Event", "Failure", "Fatal", "HttpError", "HttpResponse", "InvalidConfig",
@@ -693,17 +701,20 @@ def http_request(
     and waits for the whole answer. Needs the world `http-driver` of wasi-http/ (see its
     world.wit for the componentize-py flags). Raises HttpError when there is no answer,
     ValueError for a URL or header the request cannot carry."""
-    from wit_world.imports import http_types as ht
-    from wit_world.imports import outgoing_handler, streams
-
+    ht = _ht
+    if ht is None:
+        raise RuntimeError("http_request needs the world http-driver of wasi-http/ (see its world.wit)")
     m = _URL.match(url)
     if not m:
         raise ValueError(f"not an http(s) URL: {url}")
     scheme, authority, path = m.group(1).lower(), m.group(2), m.group(3) or "/"
     if not path.startswith("/"):
         path = "/" + path
+    entries = [(k, _bytes_of(v)) for k, v in headers or ()]
+    if body and not any(k.lower() == "content-length" for k, _ in entries):
+        entries.append(("content-length", str(len(body)).encode()))  # rather than chunked
     try:
-        fields = ht.Fields.from_list([(k, _bytes_of(v)) for k, v in headers or ()])
+        fields = ht.Fields.from_list(entries)
     except Err as e:
         raise ValueError(f"headers refused: {_error_code(e.value)}") from None
     methods = {"GET": ht.Method_Get, "POST": ht.Method_Post, "PUT": ht.Method_Put, "DELETE": ht.Method_Delete, "PATCH": ht.Method_Patch, "HEAD": ht.Method_Head}
@@ -721,7 +732,7 @@ def http_request(
         options.set_between_bytes_timeout(ns)
     outgoing = request.body()
     try:
-        future = outgoing_handler.handle(request, options)
+        future = _outgoing.handle(request, options)
     except Err as e:
         raise HttpError(f"{method} {url}: {_error_code(e.value)}") from None
     with future:
@@ -751,7 +762,7 @@ def http_request(
                     try:
                         chunks.append(source.blocking_read(65536))
                     except Err as e:
-                        if isinstance(e.value, streams.StreamError_Closed):
+                        if isinstance(e.value, _streams.StreamError_Closed):
                             break
                         raise HttpError(f"{method} {url}: the answer broke off") from None
     return HttpResponse(status, response_headers, b"".join(chunks))
