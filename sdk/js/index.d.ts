@@ -97,8 +97,8 @@ export class Event {
   toRaw(): RawEvent;
 }
 
-/** UTF-8 JSON of an array of envelopes (absent fields null), documents as JSON values (copied unparsed when not read). */
-export function eventsToJson(events: ReadonlyArray<Event | RawEvent>): Uint8Array;
+/** JSON text of an array of envelopes (absent fields null), documents as JSON values (copied unparsed when not read). */
+export function eventsToJson(events: ReadonlyArray<Event | RawEvent>): string;
 
 // ------------------------------------------------------------------------------ outcomes
 

@@ -17,7 +17,8 @@
 // into one `transform` call per event; a transform may define `transformBatch(events, each)`
 // instead, where `each(event)` is that per-event call (outcome or failure, never a throw).
 //
-// A driver (world `sink-driver`; the host may also grant wasi:http, which `fetch` uses):
+// A driver (world `sink-driver`, or `http-driver` of ./wasi-http to make HTTP requests with
+// ./http.js):
 //
 //   export const driver = defineDriver({
 //     describe: { name: 'acme', version: '0.1.0', maxBatchSize: 100, idempotent: true },
@@ -30,7 +31,7 @@
 // A driver refuses a whole batch by throwing Unauthorized, Retryable (retryAfterMs), Rejected,
 // Fatal or InvalidConfig; anything else thrown is `fatal` with code "exception". Its methods may
 // be async: componentize-js runs the event loop until the promise settles. The host's key/value
-// state is in ./state.js (drivers only: a transform's world does not import it).
+// state is in ./state.js, HTTP in ./http.js (drivers only: a transform's world imports neither).
 //
 // Events are Event objects: resource, action ('insert' | 'update' | 'delete'), id, timestamp,
 // source, sequence (a BigInt: u64), and data, before, metadata as JSON values, parsed on first
@@ -224,9 +225,11 @@ export class Event {
 }
 
 /**
- * Events -> UTF-8 JSON text of an array of envelopes: resource, action, id, data, before,
- * timestamp, source, sequence, metadata (null when absent), the documents as JSON values.
- * Documents not read are copied as the host sent them, not parsed; sequence is exact.
+ * Events -> JSON text of an array of envelopes: resource, action, id, data, before, timestamp,
+ * source, sequence, metadata (null when absent), the documents as JSON values. Documents not
+ * read are copied as the host sent them, not parsed; sequence is exact. A string, which is also
+ * what to give `fetch` as a body: StarlingMonkey traps on a failed request whose body is a
+ * Uint8Array (the host's wasmtime; a string body fails with a catchable TypeError).
  */
 export function eventsToJson(events) {
   const text = (bytes) => (bytes === undefined ? 'null' : decoder.decode(bytes));
@@ -239,7 +242,7 @@ export function eventsToJson(events) {
       `"source":${e.source === undefined ? 'null' : JSON.stringify(e.source)},"sequence":${e.sequence},` +
       `"metadata":${text(e.metadata)}}`;
   }
-  return encoder.encode(`[${parts.join(',')}]`);
+  return `[${parts.join(',')}]`;
 }
 
 // ------------------------------------------------------------------------------ outcomes

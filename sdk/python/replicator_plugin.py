@@ -736,12 +736,15 @@ def http_request(
     except Err as e:
         raise HttpError(f"{method} {url}: {_error_code(e.value)}") from None
     with future:
-        if body:
-            with outgoing.write() as sink:
-                # blocking-write-and-flush takes at most 4096 bytes per call.
-                for i in range(0, len(body), 4096):
-                    sink.blocking_write_and_flush(body[i : i + 4096])
-        ht.OutgoingBody.finish(outgoing, None)
+        try:
+            if body:
+                with outgoing.write() as sink:
+                    # blocking-write-and-flush takes at most 4096 bytes per call.
+                    for i in range(0, len(body), 4096):
+                        sink.blocking_write_and_flush(body[i : i + 4096])
+            ht.OutgoingBody.finish(outgoing, None)
+        except Err:
+            pass  # the request failed (the stream closed): the future says why
         with future.subscribe() as ready:
             ready.block()
         answer = future.get()

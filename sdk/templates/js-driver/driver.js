@@ -10,10 +10,11 @@
 // - any other 4xx: `rejected`, the whole batch.
 //
 // Writes are idempotent when the receiver drops an event whose `resource`, `id` and `sequence`
-// it has seen. The request goes through wasi:http (componentize-js's `fetch`), so only to the
-// hosts the replicator's `allowHosts` lets through. The SDK (./sdk, documented at the top of
-// sdk/index.js) exports `driver` from `defineDriver`; methods may be async.
+// it has seen. The request goes through wasi:http (the SDK's `httpRequest`, sdk/http.js), so
+// only to the hosts the replicator's `allowHosts` lets through. The SDK (./sdk, documented at
+// the top of sdk/index.js) exports `driver` from `defineDriver`.
 import { defineDriver, eventsToJson, InvalidConfig, log, Rejected, Retryable, Unauthorized } from './sdk/index.js';
+import { HttpError, httpRequest } from './sdk/http.js';
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 // An HTTP header name (RFC 9110 token).
@@ -69,7 +70,7 @@ export function parseConfig(config) {
 
 /** `Retry-After` in seconds (the HTTP-date form is not honoured), in milliseconds. */
 export function retryAfterMs(value) {
-  return value !== null && /^\s*\d+\s*$/.test(value) ? Number(value) * 1000 : undefined;
+  return value !== undefined && /^\s*\d+\s*$/.test(value) ? Number(value) * 1000 : undefined;
 }
 
 /** What an answer with `status` means for the batch: nothing (written) or the error to throw. */
@@ -94,22 +95,21 @@ export const driver = defineDriver({
     config = parseConfig(raw);
   },
 
-  async replicate(events) {
+  replicate(events) {
     const { url, headers } = config;
     let response;
-    let text;
     try {
-      response = await fetch(url, {
-        method: 'POST',
+      response = httpRequest('POST', url, {
         headers: { 'content-type': 'application/json', ...headers },
         body: eventsToJson(events),
       });
-      text = await response.text();
     } catch (e) {
-      throw new Retryable(`POST ${url}: ${e && e.message ? e.message : e}`, { code: 'network' });
+      if (e instanceof HttpError) throw new Retryable(e.message, { code: 'network' });
+      throw e;
     }
     log.debug(`{{name}}: POST ${url}: ${events.length} events, HTTP ${response.status}`);
-    const error = verdict(response.status, response.headers.get('retry-after'), `POST ${url}: HTTP ${response.status}: ${text.trim().slice(0, 200)}`);
+    const message = `POST ${url}: HTTP ${response.status}: ${response.text().trim().slice(0, 200)}`;
+    const error = verdict(response.status, response.header('retry-after'), message);
     if (error) throw error;
     return [];
   },

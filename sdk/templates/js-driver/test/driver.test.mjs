@@ -24,11 +24,11 @@ test('config: url required (http or https), headers of strings, nothing else', (
 });
 
 test('answers', () => {
-  strictEqual(verdict(204, null, 'm'), undefined);
-  strictEqual(verdict(403, null, 'm').code, 'http-403');
-  strictEqual(verdict(403, null, 'm').constructor.kind, 'unauthorized');
-  strictEqual(verdict(404, null, 'm').constructor.kind, 'rejected');
-  strictEqual(verdict(408, null, 'm').constructor.kind, 'retryable');
+  strictEqual(verdict(204, undefined, 'm'), undefined);
+  strictEqual(verdict(403, undefined, 'm').code, 'http-403');
+  strictEqual(verdict(403, undefined, 'm').constructor.kind, 'unauthorized');
+  strictEqual(verdict(404, undefined, 'm').constructor.kind, 'rejected');
+  strictEqual(verdict(408, undefined, 'm').constructor.kind, 'retryable');
   strictEqual(verdict(503, '3', 'm').retryAfterMs, 3000);
   strictEqual(retryAfterMs('Wed, 21 Oct 2015 07:28:00 GMT'), undefined);
 });
