@@ -8,7 +8,7 @@
 #            PATH, or installs weval 0.5.0 from crates.io into target/weval/ (7 min on 2 cores,
 #            once: componentize-js's own npm download of it comes from GitHub).
 #   --check  also runs the plain-Node and plain-Python tests of the transform logic and of the
-#            SDKs they use (../sdk/js, ../sdk/python), then runs the built components (and
+#            SDKs they use (sdk/js, sdk/python), then runs the built components (and
 #            dist/rust-transform.wasm when present) under Node through jco against
 #            transform-cases.json.
 # Installs what it needs on first use: `npm ci` in js-transform/ when node_modules is missing or
@@ -83,10 +83,10 @@ echo "python: built dist/python-transform.wasm, $(size "$here/dist/python-transf
 if (( check )); then
   t=$(now)
   (cd "$js" && npm test --silent) >&2
-  (cd "$here/../sdk/js" && node --test test/*.test.mjs | tail -n 8) >&2
+  (cd "$here/sdk/js" && node --test test/*.test.mjs | tail -n 8) >&2
   py="${PY_VENV:-$here/python-transform/.venv}/bin/python"
   "$py" "$here/python-transform/test_app.py" >&2
-  PY_VENV="${PY_VENV:-$here/python-transform/.venv}" "$py" "$here/../sdk/python/test_replicator_plugin.py" >&2
+  PY_VENV="${PY_VENV:-$here/python-transform/.venv}" "$py" "$here/sdk/python/test_replicator_plugin.py" >&2
   components=("$here/dist/js-transform.wasm" "$here/dist/python-transform.wasm")
   # the Rust example too when built (guest-examples/build.sh): the three must agree on every case
   [[ -f "$here/dist/rust-transform.wasm" ]] && components+=("$here/dist/rust-transform.wasm")

@@ -3,7 +3,7 @@
 // Uses the componentize-js API (the `jco componentize` CLI fails on this machine with
 // "failed to get path metadata (os error 44)").
 //
-// transform.js imports the SDK from ../../sdk/js, outside this directory: componentize-js loads a
+// transform.js imports the SDK from ../sdk/js, outside this directory: componentize-js loads a
 // relative import only from below the directory it maps into the engine (the working directory
 // with the interpreter, the source's own with --aot), so rolldown bundles the two into one module
 // first, leaving the host's imports (replicator:..., wasi:...) to the component.

@@ -20,13 +20,13 @@
 //   {"strip": [..], "skipEmailDomain": "@test.com" | null | "", "hashEmail": true,
 //    "fullName": true, "skipSoftDeleted": true, "rename": {"old": "new"}, "addFields": {"k": v}}
 //
-// It is written with the JavaScript SDK (../../sdk/js, imported by its path): the SDK exports
+// It is written with the JavaScript SDK (../sdk/js, imported by its path): the SDK exports
 // `batch-transform`, parses the config and each document on first read (invalid JSON in `data`
 // or `before` fails that record as invalid-record/invalid-json), encodes the outcomes, and fails
 // a record whose code throws (other/exception) without touching the others. build.mjs bundles
 // this file with the SDK first (componentize-js loads relative imports only from below the
 // source's directory).
-import { defineTransform, fail, InvalidConfig, keep, log, many, jsonBytes, sha256, skip, update } from '../../sdk/js/index.js';
+import { defineTransform, fail, InvalidConfig, keep, log, many, jsonBytes, sha256, skip, update } from '../sdk/js/index.js';
 
 const DEFAULTS = Object.freeze({
   strip: Object.freeze(['password', 'ssn', 'creditCard']),

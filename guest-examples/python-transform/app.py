@@ -20,7 +20,7 @@ Config (JSON object, every key optional; any other key -> invalid-config):
   {"strip": [..], "skipEmailDomain": "@test.com" | null | "", "hashEmail": true,
    "fullName": true, "skipSoftDeleted": true, "rename": {"old": "new"}, "addFields": {"k": v}}
 
-It is written with the Python SDK (../../sdk/python/replicator_plugin.py, on the build's path):
+It is written with the Python SDK (../sdk/python/replicator_plugin.py, on the build's path):
 the SDK exports `batch-transform`, parses the config and each document on first read (invalid
 JSON in `data` or `before` fails that record as invalid-record/invalid-json), encodes the
 outcomes, and fails a record whose code raises (other/exception) without touching the others.

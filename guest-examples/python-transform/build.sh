@@ -6,7 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 wit="$(cd "$here/../../wit" && pwd)"
-sdk="$(cd "$here/../../sdk/python" && pwd)"  # replicator_plugin.py
+sdk="$(cd "$here/../sdk/python" && pwd)"  # replicator_plugin.py
 out="$(realpath -m "${1:-$here/../dist/python-transform.wasm}")"
 venv="${PY_VENV:-$here/.venv}"
 python="${PYTHON:-python3}"

@@ -1,6 +1,6 @@
 """Plain-Python tests of app.py (no wasm): python3 test_app.py  (or: python3 -m unittest test_app)
 
-app.py (through the SDK, ../../sdk/python) imports the bindings componentize-py generates (`wit_world`, `componentize_py_types`);
+app.py (through the SDK, ../sdk/python) imports the bindings componentize-py generates (`wit_world`, `componentize_py_types`);
 they are generated into gen/ (gitignored) on first run with the venv's componentize-py
 ($PY_VENV or .venv, as build.sh makes it), and the host's `log` import is replaced by a recorder.
 The cases are ../transform-cases.json, shared with the JS example and run-component.mjs.
@@ -50,7 +50,7 @@ def _ensure_bindings() -> None:
 
 
 _ensure_bindings()
-sys.path[:0] = [str(GEN), str(HERE), str(HERE.parent.parent / "sdk" / "python")]
+sys.path[:0] = [str(GEN), str(HERE), str(HERE.parent / "sdk" / "python")]
 
 from componentize_py_types import Err  # noqa: E402
 from wit_world.imports import log, transform_types, types  # noqa: E402

@@ -6,10 +6,10 @@ use anyhow::{Context, bail};
 use include_dir::{Dir, DirEntry, include_dir};
 use std::path::{Path, PathBuf};
 
-static TEMPLATES: Dir = include_dir!("$CARGO_MANIFEST_DIR/../sdk/templates");
-static SDK_RUST: Dir = include_dir!("$CARGO_MANIFEST_DIR/../sdk/rust");
-static SDK_JS: Dir = include_dir!("$CARGO_MANIFEST_DIR/../sdk/js");
-static SDK_PYTHON: Dir = include_dir!("$CARGO_MANIFEST_DIR/../sdk/python");
+static TEMPLATES: Dir = include_dir!("$CARGO_MANIFEST_DIR/../guest-examples/sdk/templates");
+static SDK_RUST: Dir = include_dir!("$CARGO_MANIFEST_DIR/../guest-examples/sdk/rust");
+static SDK_JS: Dir = include_dir!("$CARGO_MANIFEST_DIR/../guest-examples/sdk/js");
+static SDK_PYTHON: Dir = include_dir!("$CARGO_MANIFEST_DIR/../guest-examples/sdk/python");
 const WIT: &str = include_str!("../../../../wit/plugin.wit");
 
 /// What a local checkout may hold that is not part of an SDK or template.
