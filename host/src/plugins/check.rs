@@ -3,24 +3,7 @@
 
 use std::path::Path;
 
-use super::{PluginError, Runtime};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    RecordTransformer,
-    BatchTransformer,
-    SinkDriver,
-}
-
-impl World {
-    pub fn name(self) -> &'static str {
-        match self {
-            World::RecordTransformer => "record-transformer",
-            World::BatchTransformer => "batch-transformer",
-            World::SinkDriver => "sink-driver",
-        }
-    }
-}
+use super::{PluginError, Runtime, World};
 
 /// What the sandbox does with one import.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,9 @@ use super::bindings::driver::exports::replicator::plugin::driver::{
     DriverError, DriverInfo, HealthStatus, ReplicateResult,
 };
 use super::bindings::driver::{SinkDriver, SinkDriverPre};
-use super::check::World;
 use super::egress::{AllowedHost, Egress};
-use super::live::Version;
 use super::runtime::{CallError, DriverState, Host, Runtime, within};
+use super::version::{Version, World};
 use crate::redact::Secrets;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -14,19 +14,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::check::World;
 use super::driver::DriverPlugin;
 use super::egress::{AllowedHost, DeniedRequests};
-use super::{PluginError, PluginsConfig, Runtime, Transform};
-
-/// The version of a component a plugin runs.
-#[derive(Debug, Clone)]
-pub struct Version {
-    /// SHA-256 of the component file.
-    pub digest: String,
-    pub world: World,
-    pub loaded_at: SystemTime,
-}
+use super::{PluginError, PluginsConfig, Runtime, Transform, Version};
 
 /// The current version of one plugin; replaced whole by a reload.
 pub struct Live<T>(RwLock<Arc<T>>);

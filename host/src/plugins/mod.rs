@@ -13,6 +13,7 @@ pub mod live;
 pub mod runtime;
 mod stderr;
 pub mod transform;
+mod version;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,7 @@ pub mod driver_types {
 }
 pub use live::{Live, Plugins};
 pub use transform::{Transform, TransformFailure, TransformOutcome};
+pub use version::{Version, World};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use super::Remote;
 use super::client::Client;
-use crate::plugins::check::{Grant, Report, World};
+use crate::plugins::World;
+use crate::plugins::check::{Grant, Report};
 use crate::plugins::driver::DriverPlugin;
 use crate::plugins::egress::AllowedHost;
 use crate::plugins::{PluginsConfig, Runtime, Transform};
