@@ -339,23 +339,40 @@ impl Tally {
     }
 }
 
-/// Whether `init` refused as a case expects.
-fn check_refusal<T>(
-    loaded: &Result<Arc<T>, PluginError>,
+/// The loaded plugin when the case goes on to call it; otherwise the case's verdict: whether
+/// `init` refused the config as it expects.
+fn ready<'a, T>(
+    loaded: &'a Result<Arc<T>, PluginError>,
     expect: &Value,
-) -> Option<Result<(), Mismatch>> {
+) -> Result<&'a Arc<T>, Result<(), Mismatch>> {
     let want = invalid_config(expect);
     match (loaded, want) {
-        (Err(PluginError::Config(_, why)), Some(want)) if why.contains(want) => Some(Ok(())),
-        (Err(PluginError::Config(_, why)), Some(want)) => Some(Err(Mismatch(vec![format!(
+        (Ok(plugin), None) => Ok(plugin),
+        (Err(PluginError::Config(_, why)), Some(want)) if why.contains(want) => Err(Ok(())),
+        (Err(PluginError::Config(_, why)), Some(want)) => Err(Err(Mismatch(vec![format!(
             "init refused the config as expected, but its reason does not contain {want:?}: {why}"
         )]))),
-        (Err(e), _) => Some(Err(Mismatch(vec![format!("the plugin did not load: {e}")]))),
-        (Ok(_), Some(want)) => Some(Err(Mismatch(vec![format!(
+        (Err(e), _) => Err(Err(Mismatch(vec![format!("the plugin did not load: {e}")]))),
+        (Ok(_), Some(want)) => Err(Err(Mismatch(vec![format!(
             "expected init to refuse the config ({want:?}), it accepted it"
         )]))),
-        (Ok(_), None) => None,
     }
+}
+
+impl CasesFile {
+    /// A case's config: its own, else the file's, else `{}`.
+    fn config_of(&self, case: &Case) -> Value {
+        case.config
+            .clone()
+            .or_else(|| self.config.clone())
+            .unwrap_or(Value::Object(Map::new()))
+    }
+}
+
+/// A problem in a case, named by its place in the file.
+fn at(cases: &Path, n: usize, case: &Case) -> impl Fn(anyhow::Error) -> anyhow::Error {
+    let place = format!("{}: cases[{n}] ({})", cases.display(), case.name);
+    move |e| anyhow::anyhow!("{place}: {e}")
 }
 
 pub async fn transforms(
@@ -367,39 +384,33 @@ pub async fn transforms(
     let mut loaded = PerConfig(HashMap::new());
     let mut tally = Tally::default();
     for (n, case) in file.cases.iter().enumerate() {
-        let config = case
-            .config
-            .clone()
-            .or_else(|| file.config.clone())
-            .unwrap_or(Value::Object(Map::new()));
+        let config = file.config_of(case);
         let t = loaded
             .get(&config, || {
                 Transform::load(runtime.clone(), component, &config)
             })
             .await;
-        if let Some(result) = check_refusal(t, &case.expect) {
-            tally.record(&case.name, result);
-            continue;
-        }
-        let Ok(t) = t else {
-            unreachable!("check_refusal answers for a load error")
+        let t = match ready(t, &case.expect) {
+            Ok(t) => t,
+            Err(verdict) => {
+                tally.record(&case.name, verdict);
+                continue;
+            }
         };
-        let at = |e: anyhow::Error| {
-            anyhow::anyhow!("{}: cases[{n}] ({}): {e}", cases.display(), case.name)
-        };
-        let events = case_events(&file, case, n + 1).map_err(at)?;
+        let at = at(cases, n, case);
+        let events = case_events(&file, case, n + 1).map_err(&at)?;
         let expected: Vec<Expected> = match (&case.events, &case.expect) {
             (Some(_), Value::Array(list)) => list
                 .iter()
                 .map(transform_expectation)
                 .collect::<anyhow::Result<_>>()
-                .map_err(at)?,
+                .map_err(&at)?,
             (Some(_), _) => {
                 return Err(at(anyhow::anyhow!(
                     "with \"events\", expect is a list: one outcome per event"
                 )));
             }
-            (None, e) => vec![transform_expectation(e).map_err(at)?],
+            (None, e) => vec![transform_expectation(e).map_err(&at)?],
         };
         if expected.len() != events.len() {
             return Err(at(anyhow::anyhow!(
@@ -448,11 +459,7 @@ pub async fn drivers(
     let mut loaded = PerConfig(HashMap::new());
     let mut tally = Tally::default();
     for (n, case) in file.cases.iter().enumerate() {
-        let config = case
-            .config
-            .clone()
-            .or_else(|| file.config.clone())
-            .unwrap_or(Value::Object(Map::new()));
+        let config = file.config_of(case);
         let d = loaded
             .get(&config, || async {
                 let d = DriverPlugin::load(
@@ -478,18 +485,16 @@ pub async fn drivers(
                 }
             })
             .await;
-        if let Some(result) = check_refusal(d, &case.expect) {
-            tally.record(&case.name, result);
-            continue;
-        }
-        let Ok(d) = d else {
-            unreachable!("check_refusal answers for a load error")
+        let d = match ready(d, &case.expect) {
+            Ok(d) => d,
+            Err(verdict) => {
+                tally.record(&case.name, verdict);
+                continue;
+            }
         };
-        let at = |e: anyhow::Error| {
-            anyhow::anyhow!("{}: cases[{n}] ({}): {e}", cases.display(), case.name)
-        };
-        let events = case_events(&file, case, n + 1).map_err(at)?;
-        let expected = driver_expectation(&case.expect).map_err(at)?;
+        let at = at(cases, n, case);
+        let events = case_events(&file, case, n + 1).map_err(&at)?;
+        let expected = driver_expectation(&case.expect).map_err(&at)?;
         let wit: Vec<_> = events
             .iter()
             .map(|e| crate::plugins::to_wit(e, &e.event.resource))
