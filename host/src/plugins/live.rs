@@ -53,14 +53,35 @@ pub type Reloads = Family<ReloadLabel, Counter>;
 /// Told of every reload, so the service can say it on its event stream.
 pub type Notify = Arc<dyn Fn(&Reload) + Send + Sync>;
 
+/// What became of the file's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// Swapped in.
+    Reloaded,
+    /// The file holds the version running.
+    Unchanged,
+    /// Did not load, or failed its check: the running version stays.
+    Refused,
+}
+
+impl ReloadResult {
+    fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Reloaded => "reloaded",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Refused => "refused",
+        }
+    }
+}
+
 /// What a reload of one plugin came to.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Reload {
     pub path: String,
     pub replicator: String,
-    /// `reloaded`, `unchanged` or `refused`.
-    pub result: &'static str,
+    pub result: ReloadResult,
     /// The digest running after the reload.
     pub digest: String,
     /// Why the new version was refused.
@@ -275,12 +296,11 @@ impl Plugins {
                 continue;
             }
             let report = self.reload_one(entry).await;
-            if report.result != "unchanged" {
-                let result = report.result;
+            if report.result != ReloadResult::Unchanged {
                 self.reloads
                     .get_or_create(&ReloadLabel {
                         plugin: file_name(&entry.path),
-                        result,
+                        result: report.result.label(),
                     })
                     .inc();
                 (self.notify)(&report);
@@ -308,11 +328,11 @@ impl Plugins {
             Err(e) => {
                 let e = refused(format!("cannot read {}: {e}", entry.path.display()));
                 entry.record.lock().expect("record lock").last_error = Some(e.clone());
-                return report("refused", &running, Some(e));
+                return report(ReloadResult::Refused, &running, Some(e));
             }
         };
         if on_disk == running {
-            return report("unchanged", &running, None);
+            return report(ReloadResult::Unchanged, &running, None);
         }
         let swapped = match &entry.slot {
             Slot::Transform { live, config } => {
@@ -357,12 +377,12 @@ impl Plugins {
                 let mut record = entry.record.lock().expect("record lock");
                 record.reloads += 1;
                 record.last_error = None;
-                report("reloaded", &digest, None)
+                report(ReloadResult::Reloaded, &digest, None)
             }
             Err(e) => {
                 let e = refused(e.to_string());
                 entry.record.lock().expect("record lock").last_error = Some(e.clone());
-                report("refused", &running, Some(e))
+                report(ReloadResult::Refused, &running, Some(e))
             }
         }
     }
