@@ -85,9 +85,15 @@ export const log = Object.freeze({
 const bytesOf = (v) => (typeof v === 'string' ? encoder.encode(v) : v);
 
 /** Lowercase hex digests computed by the host (strings are hashed as UTF-8). */
-export const sha256 = (data) => hash('sha256', bytesOf(data));
-export const sha384 = (data) => hash('sha384', bytesOf(data));
-export const sha512 = (data) => hash('sha512', bytesOf(data));
+export function sha256(data) {
+  return hash('sha256', typeof data === 'string' ? encoder.encode(data) : data);
+}
+export function sha384(data) {
+  return hash('sha384', typeof data === 'string' ? encoder.encode(data) : data);
+}
+export function sha512(data) {
+  return hash('sha512', typeof data === 'string' ? encoder.encode(data) : data);
+}
 /** Lowercase hex HMAC of `data` under `key`; algorithm 'sha256' | 'sha384' | 'sha512'. */
 export const hmac = (algorithm, key, data) => hostHmac(algorithm, bytesOf(key), bytesOf(data));
 
