@@ -121,26 +121,32 @@ pub fn scaffold(
     {
         bail!("{} already exists and is not empty", root.display());
     }
-    let template_name = format!("{}-{}", lang.name(), kind.name());
-    let template = TEMPLATES
-        .get_dir(&template_name)
-        .with_context(|| format!("this binary carries no {template_name} template"))?;
+    // The language's files common to both kinds (build script, .gitignore), then the kind's.
+    let folders = [
+        lang.name().to_string(),
+        format!("{}-{}", lang.name(), kind.name()),
+    ];
     let snake = name.replace('-', "_");
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{snake_name}}", &snake)
     };
     let mut written = Vec::new();
-    let mut template_files = Vec::new();
-    files(template, &mut template_files);
-    for f in template_files {
-        let relative = f.path().strip_prefix(&template_name).unwrap_or(f.path());
-        let path = root.join(fill(&relative.to_string_lossy()));
-        match f.contents_utf8() {
-            Some(text) => write(&path, fill(text).as_bytes())?,
-            None => write(&path, f.contents())?,
+    for folder in &folders {
+        let template = TEMPLATES
+            .get_dir(folder)
+            .with_context(|| format!("this binary carries no {folder} template"))?;
+        let mut template_files = Vec::new();
+        files(template, &mut template_files);
+        for f in template_files {
+            let relative = f.path().strip_prefix(folder).unwrap_or(f.path());
+            let path = root.join(fill(&relative.to_string_lossy()));
+            match f.contents_utf8() {
+                Some(text) => write(&path, fill(text).as_bytes())?,
+                None => write(&path, f.contents())?,
+            }
+            written.push(path);
         }
-        written.push(path);
     }
     let mut sdk_files = Vec::new();
     files(lang.sdk(), &mut sdk_files);
