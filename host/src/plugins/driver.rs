@@ -96,7 +96,7 @@ impl DriverPlugin {
         allowed: Vec<AllowedHost>,
         state: DriverState,
     ) -> Result<Arc<DriverPlugin>, PluginError> {
-        let loaded = runtime.load(path)?;
+        let loaded = runtime.load_off_thread(path).await?;
         let pre = prepare(&runtime, &loaded.component, path)?;
         let version = Version {
             digest: loaded.digest,

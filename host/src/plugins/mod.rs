@@ -46,6 +46,8 @@ pub enum PluginError {
     Trap(String, String),
     #[error("cannot write the compiled plugin to {path}: {reason}", path = .0.display(), reason = .1)]
     Cache(PathBuf, String),
+    #[error("compiling {path} stopped: {reason}", path = .0.display(), reason = .1)]
+    Compiling(PathBuf, String),
     #[error("Wasm engine: {0:#}")]
     Engine(#[source] wasmtime::Error),
     #[error("cannot start the Wasm engine's epoch thread: {0}")]

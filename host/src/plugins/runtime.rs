@@ -196,6 +196,15 @@ impl Runtime {
         Ok(compiled.loaded)
     }
 
+    /// [`Runtime::load`] on a blocking thread: compiling a large component takes seconds of
+    /// CPU, which must not hold up the tasks of a running service (a reload happens there).
+    pub async fn load_off_thread(self: &Arc<Self>, path: &Path) -> Result<Loaded, PluginError> {
+        let (runtime, owned) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || runtime.load(&owned))
+            .await
+            .map_err(|e| PluginError::Compiling(path.to_path_buf(), e.to_string()))?
+    }
+
     /// Compiles into the cache and returns where the artifact is; failing to store it is an error.
     pub fn precompile(&self, path: &Path) -> Result<PathBuf, PluginError> {
         let compiled = self.compile(path)?;

@@ -133,7 +133,7 @@ impl Transform {
         path: &Path,
         config: &Value,
     ) -> Result<Arc<Transform>, PluginError> {
-        let loaded = runtime.load(path)?;
+        let loaded = runtime.load_off_thread(path).await?;
         let pre = prepare(&runtime, &loaded.component, path)?;
         let version = Version {
             digest: loaded.digest,
