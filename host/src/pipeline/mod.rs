@@ -300,10 +300,11 @@ fn plugins(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Arc<Plugins>, 
                 None => "plugin_reloaded",
                 Some(_) => "plugin_refused",
             };
-            let mut event = MonitorEvent::replicator_wide(name, &reload.replicator, String::new());
-            event.error = reload.error.clone();
-            event.plugin = Some(reload.path.clone());
-            stream.emit(event);
+            stream.emit(MonitorEvent {
+                error: reload.error.clone(),
+                plugin: Some(reload.path.clone()),
+                ..MonitorEvent::replicator_wide(name, &reload.replicator, String::new())
+            });
         }),
     )
 }

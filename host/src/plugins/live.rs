@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -289,13 +290,25 @@ impl Plugins {
     /// the version running. Plugins are reloaded one at a time.
     pub async fn reload(&self, only: Option<&Path>) -> Vec<Reload> {
         let _one = self.reloading.lock().await;
-        let entries = self.entries.lock().expect("entries lock").clone();
+        let entries: Vec<Arc<Entry>> = self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .iter()
+            .filter(|e| only.is_none_or(|p| p == e.path))
+            .cloned()
+            .collect();
+        // Each file is read and hashed once, however many replicators use it.
+        let mut on_disk: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+        for entry in &entries {
+            if !on_disk.contains_key(&entry.path) {
+                let digest = file_digest(entry.path.clone()).await;
+                on_disk.insert(entry.path.clone(), digest);
+            }
+        }
         let mut reports = Vec::new();
         for entry in &entries {
-            if only.is_some_and(|p| p != entry.path) {
-                continue;
-            }
-            let report = self.reload_one(entry).await;
+            let report = self.reload_one(entry, &on_disk[&entry.path]).await;
             if report.result != ReloadResult::Unchanged {
                 self.reloads
                     .get_or_create(&ReloadLabel {
@@ -310,7 +323,7 @@ impl Plugins {
         reports
     }
 
-    async fn reload_one(&self, entry: &Entry) -> Reload {
+    async fn reload_one(&self, entry: &Entry, on_disk: &Result<String, String>) -> Reload {
         let running = entry.slot.version().digest;
         let report = |result, digest: &str, error: Option<String>| Reload {
             path: entry.path.display().to_string(),
@@ -323,15 +336,15 @@ impl Plugins {
             tracing::error!(path = %entry.path.display(), replicator = %entry.replicator, error = %e, "new plugin version refused; the running one stays");
             e
         };
-        let on_disk = match std::fs::read(&entry.path) {
-            Ok(bytes) => crate::plugins::runtime::digest(&bytes),
+        let on_disk = match on_disk {
+            Ok(digest) => digest,
             Err(e) => {
-                let e = refused(format!("cannot read {}: {e}", entry.path.display()));
+                let e = refused(e.clone());
                 entry.record.lock().expect("record lock").last_error = Some(e.clone());
                 return report(ReloadResult::Refused, &running, Some(e));
             }
         };
-        if on_disk == running {
+        if *on_disk == running {
             return report(ReloadResult::Unchanged, &running, None);
         }
         let swapped = match &entry.slot {
@@ -417,6 +430,17 @@ impl Plugins {
         }
         ready
     }
+}
+
+/// The SHA-256 of a plugin file, read on a blocking thread (components weigh megabytes).
+async fn file_digest(path: PathBuf) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::read(&path)
+            .map(|bytes| crate::plugins::runtime::digest(&bytes))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("reading the plugin file stopped: {e}")))
 }
 
 fn file_name(path: &Path) -> String {

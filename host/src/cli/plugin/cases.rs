@@ -217,8 +217,7 @@ fn compare(
         ),
     };
     let doc_lines = |what: &str, want: &Value, have: &Option<Value>| {
-        let have = have.clone().unwrap_or(Value::Null);
-        diff::lines(want, &have)
+        diff::lines(want, have.as_ref().unwrap_or(&Value::Null))
             .into_iter()
             .map(|l| format!("{what} {l}"))
             .collect::<Vec<_>>()

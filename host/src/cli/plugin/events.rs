@@ -97,19 +97,19 @@ pub async fn from_host(
     replicator: &str,
     last: usize,
 ) -> anyhow::Result<Vec<StoredEvent>> {
-    let answer = client
+    let mut answer = client
         .get_query(
             &format!("/v1/replicators/{replicator}/events"),
             &[("last", last.to_string())],
         )
         .await?;
-    let Some(list) = answer.get("events").and_then(Value::as_array) else {
+    let Some(Value::Array(list)) = answer.get_mut("events").map(Value::take) else {
         bail!("the host answered without an \"events\" list: {answer}");
     };
     let now = now_rfc3339();
-    list.iter()
+    list.into_iter()
         .map(|v| {
-            stored(v.clone(), 0, &now).map_err(|e| {
+            stored(v, 0, &now).map_err(|e| {
                 anyhow::anyhow!("the host sent an event I cannot read: {}", e.join("; "))
             })
         })

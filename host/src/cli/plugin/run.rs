@@ -43,8 +43,8 @@ impl Verdict {
                 let out = list.remove(0).event;
                 let lines = |a: &Option<Value>, b: &Option<Value>| {
                     diff::lines(
-                        &a.clone().unwrap_or(Value::Null),
-                        &b.clone().unwrap_or(Value::Null),
+                        a.as_ref().unwrap_or(&Value::Null),
+                        b.as_ref().unwrap_or(&Value::Null),
                     )
                 };
                 Verdict::Changed {
