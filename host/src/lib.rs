@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod drivers;

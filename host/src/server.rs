@@ -13,6 +13,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::capture::Sources;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{ApiDoc, AppState, require_token};
 use crate::journal::Journal;
@@ -79,7 +80,17 @@ fn with_itself(mut description: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let journal = Journal::open(&config.journal.path, config.journal.cache_bytes as usize)?;
     let telemetry = Arc::new(Telemetry::new(config.verbose));
-    let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone()).await?;
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let ids: Vec<String> = config.replicators.iter().map(|r| r.id.clone()).collect();
+            let cluster = Cluster::join(c.clone(), &ids).await?;
+            tracing::info!(host = %c.host_id, intake = %crate::redact::url(&cluster.queues.intake), "cluster mode: the durable log is SQS FIFO");
+            Some(cluster)
+        }
+        None => None,
+    };
+    let pipeline =
+        Pipeline::start(&config, journal.clone(), telemetry.clone(), cluster.clone()).await?;
     let sources = Sources::start(
         &config.sources,
         journal.clone(),
@@ -113,6 +124,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pipeline,
         sources,
         telemetry,
+        cluster,
         shutdown: shutdown.clone(),
     });
     let app =
@@ -153,7 +165,7 @@ mod tests {
         config.journal.path = dir.path().to_path_buf();
         let journal = Journal::open(dir.path(), 1 << 20).unwrap();
         let telemetry = Arc::new(Telemetry::new(false));
-        let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone())
+        let pipeline = Pipeline::start(&config, journal.clone(), telemetry.clone(), None)
             .await
             .unwrap();
         let state = Arc::new(AppState {
@@ -162,6 +174,7 @@ mod tests {
             journal,
             pipeline,
             telemetry,
+            cluster: None,
             shutdown: CancellationToken::new(),
         });
         (router(state), dir)

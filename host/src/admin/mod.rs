@@ -287,7 +287,7 @@ pub async fn dlq_redrive(
     let ids = sel.resolve(&app).await?;
     let moved = app.journal.redrive(ids).await?;
     let ids: Vec<u64> = moved.iter().map(|d| d.id).collect();
-    app.pipeline.redrive(moved).await;
+    app.pipeline.redrive(moved).await?;
     Ok(Json(Redriven {
         redriven: ids.len(),
         ids,

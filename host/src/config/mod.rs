@@ -4,6 +4,7 @@
 //! path, and nothing downstream ever looks at raw config values again.
 
 mod interpolate;
+pub mod cluster;
 pub mod resources;
 pub mod sources;
 
@@ -91,6 +92,8 @@ pub struct Config {
     pub replicators: Vec<ReplicatorConfig>,
     /// s3db databases whose changes the host reads from the bucket itself.
     pub sources: Vec<SourceConfig>,
+    /// Set in cluster mode: the durable log is SQS FIFO queues shared with other hosts.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -119,6 +122,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             replicators: Vec::new(),
             sources: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -257,6 +261,10 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
             ),
         ),
         None => {}
+    }
+    if let Some(mut s) = root.section("cluster") {
+        config.cluster = Some(cluster::parse(&mut s));
+        s.finish();
     }
     if let Some(v) = root.value("sources") {
         config.sources = sources::parse(v, problems);

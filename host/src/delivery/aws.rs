@@ -134,6 +134,14 @@ where
     }
 }
 
+/// AWS's error code of a service's answer, when there was one.
+pub fn error_code<E: ProvideErrorMetadata>(e: &SdkError<E, Response>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(s) => s.err().code(),
+        _ => None,
+    }
+}
+
 /// The HTTP status of a service's answer, when there was one.
 pub fn status<E>(e: &SdkError<E, Response>) -> Option<u16> {
     match e {

@@ -5,6 +5,26 @@
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use sha2::{Digest, Sha256};
+
+/// What SQS refuses in a message group or deduplication id: 1-128 printable ASCII characters.
+pub fn id_problem(id: &str) -> Option<String> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| (33..=126).contains(&b));
+    (!ok).then(|| {
+        format!("\"{id}\" is not an SQS id: 1 to 128 printable ASCII characters, no spaces")
+    })
+}
+
+/// `text` when SQS takes it as a group or deduplication id, else a digest of it (the same
+/// text always gives the same id, so a key keeps its group).
+pub fn sqs_id(text: String) -> String {
+    if id_problem(&text).is_none() {
+        return text;
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256-{hex}")
+}
 
 /// A queue as the config names it: by URL, or by name (resolved with GetQueueUrl).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,10 +131,7 @@ pub fn unusable_code(code: &str) -> Option<Unusable> {
 /// What a failed call says about the queue; any 401 or 403 refuses access, whatever its code
 /// (an expired token, a skewed clock...).
 pub fn unusable<E: ProvideErrorMetadata>(e: &SdkError<E, Response>) -> Option<Unusable> {
-    let code = match e {
-        SdkError::ServiceError(s) => s.err().code(),
-        _ => None,
-    };
-    code.and_then(unusable_code)
+    super::aws::error_code(e)
+        .and_then(unusable_code)
         .or_else(|| matches!(super::aws::status(e), Some(401 | 403)).then_some(Unusable::Refused))
 }

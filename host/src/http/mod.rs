@@ -29,6 +29,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub sources: crate::capture::Sources,
     pub telemetry: Arc<Telemetry>,
+    /// Set in cluster mode: intake sends to the cluster's intake queue.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Cancelled at shutdown so long-lived responses (the SSE stream) end.
     pub shutdown: CancellationToken,
 }
@@ -114,6 +116,9 @@ pub enum ApiError {
     /// Events could not be made durable.
     #[error("cannot make the events durable: {0}")]
     NotDurable(#[source] JournalError),
+    /// Events could not be handed to the cluster's intake queue.
+    #[error("cannot make the events durable: {0}")]
+    NotQueued(#[source] crate::cluster::ClusterError),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -135,11 +140,18 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Conflict(_)
-            | ApiError::Pipeline(PipelineError::Pruned { .. } | PipelineError::Paused(_)) => {
+            | ApiError::Pipeline(
+                PipelineError::Pruned { .. }
+                | PipelineError::Paused(_)
+                | PipelineError::NoReplayInCluster,
+            ) => {
                 StatusCode::CONFLICT
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::OverBudget(_) | ApiError::NotDurable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OverBudget(_)
+            | ApiError::NotDurable(_)
+            | ApiError::NotQueued(_)
+            | ApiError::Pipeline(PipelineError::Cluster(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Body(r) => r.status(),
             ApiError::Query(r) => r.status(),
             ApiError::Path(r) => r.status(),
@@ -156,7 +168,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::OverBudget(_) => Some("5"),
-            ApiError::NotDurable(_) => Some("1"),
+            ApiError::NotDurable(_) | ApiError::NotQueued(_) => Some("1"),
             _ => None,
         };
         let error = self.to_string();

@@ -12,6 +12,7 @@ use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use crate::cluster::ClusterError;
 use crate::event::{Event, ItemError, now_rfc3339, parse_event};
 use crate::http::{ApiError, ApiQuery, AppState, ErrorBody, FeatureRouter};
 
@@ -24,7 +25,8 @@ pub fn router() -> FeatureRouter {
 pub struct Accepted {
     /// How many events were made durable.
     pub accepted: usize,
-    /// The sequence given to each, in the order posted.
+    /// The sequence given to each, in the order posted (empty in cluster mode, where
+    /// versions are given when a host takes the events off the intake queue).
     pub sequences: Vec<u64>,
 }
 
@@ -142,6 +144,41 @@ pub async fn post_events(
         metrics.rejected.inc_by(items.len().max(1) as u64);
         ApiError::InvalidEvents { message, items }
     })?;
+    if let Some(cluster) = &app.cluster {
+        if backfill.is_some() {
+            return Err(ApiError::Conflict(
+                "backfill is not available in cluster mode yet".into(),
+            ));
+        }
+        let n = events.len();
+        let received_at = chrono::Utc::now().timestamp_millis();
+        cluster
+            .accept(events.into_iter().map(|e| (e, received_at)))
+            .await
+            .map_err(|e| match e {
+                ClusterError::TooLarge { index, .. } => ApiError::InvalidEvents {
+                    message: "an event is too large for an SQS message; none were accepted".into(),
+                    items: vec![ItemError {
+                        index,
+                        line: None,
+                        errors: vec![e.to_string()],
+                    }],
+                },
+                other => ApiError::NotQueued(other),
+            })?;
+        metrics.accepted.inc_by(n as u64);
+        metrics
+            .intake_to_journal
+            .observe(started.elapsed().as_secs_f64());
+        // Versions are given when a host takes the events off the intake queue.
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(Accepted {
+                accepted: n,
+                sequences: Vec::new(),
+            }),
+        ));
+    }
     let budget = app.config.journal.max_bytes;
     if app.journal.live_bytes() + body.len() as u64 > budget {
         metrics.rejected.inc_by(events.len() as u64);

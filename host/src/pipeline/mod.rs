@@ -12,12 +12,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::cluster::feed::Feed;
+use crate::cluster::sequencer::{self, Destination};
+use crate::cluster::{Cluster, forwarder};
 use crate::config::{Config, DriverKind, JournalConfig};
+use crate::delivery::RouteIndex;
 use crate::journal::{DeadLetter, Journal, JournalError};
 use crate::plugins::{PluginError, Plugins};
 use backfill::Backfills;
 use telemetry::{MonitorEvent, ReplicatorCounters, ReplicatorStats, State, Telemetry};
 use worker::{Control, Worker, WorkerParts};
+
+/// Messages a feed holds at most: each is extended every third of the visibility timeout.
+const FEED_HELD_MAX: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -33,6 +40,12 @@ pub enum PipelineError {
     Journal(#[from] JournalError),
     #[error("replicator \"{0}\": {1}")]
     Plugin(String, crate::plugins::PluginError),
+    #[error(
+        "replay is not available in cluster mode: SQS keeps no events once delivered (use backfill)"
+    )]
+    NoReplayInCluster,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What the rest of the host sees of a replicator.
@@ -63,16 +76,20 @@ pub struct Pipeline {
     pub plugins: Option<Arc<Plugins>>,
     replicators: Vec<ReplicatorHandle>,
     journal: Arc<Journal>,
+    /// Set in cluster mode.
+    cluster: Option<Arc<Cluster>>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     background: Vec<JoinHandle<()>>,
 }
 
 impl Pipeline {
-    /// Starts a worker per enabled replicator and the pruning task.
+    /// Starts a worker per enabled replicator and the pruning task; in cluster mode also
+    /// this host's sequencers, the forwarder of captured events, and a feed per replicator.
     pub async fn start(
         config: &Config,
         journal: Arc<Journal>,
         telemetry: Arc<Telemetry>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Pipeline, PipelineError> {
         let backfills = Backfills::load(journal.clone()).await?;
         let wants_plugins = config.replicators.iter().any(|r| {
@@ -145,6 +162,9 @@ impl Pipeline {
                     tracing::info!(replicator = %r.id, batch_size = max, "batchSize lowered to the largest batch the driver takes");
                     policy.batch_size = max;
                 }
+                let feed = cluster
+                    .as_ref()
+                    .map(|c| Feed::new(c.clone(), &r.id, policy.buffer_events.min(FEED_HELD_MAX)));
                 let worker = Worker::new(WorkerParts {
                     id: r.id.clone(),
                     routes: r.routes.clone(),
@@ -157,9 +177,13 @@ impl Pipeline {
                     control: rx,
                     backfills: backfills.clone(),
                     max_fan_out: config.plugins.max_fan_out,
+                    feed: feed.clone(),
                 });
                 let counters = ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone());
                 workers.push(tokio::spawn(supervise(worker, counters)));
+                if let Some(feed) = feed {
+                    background.push(tokio::spawn(feed.run()));
+                }
                 (Some(tx), Some(driver))
             } else {
                 stats
@@ -193,18 +217,41 @@ impl Pipeline {
         if let (Some(plugins), Some(every)) = (&plugins, config.plugins.watch_interval) {
             background.push(tokio::spawn(plugins.clone().watch(every)));
         }
+        if let Some(cluster) = &cluster {
+            let destinations: Vec<Destination> = config
+                .replicators
+                .iter()
+                .map(|r| Destination {
+                    queue: cluster.queues.replicators[&r.id].clone(),
+                    routes: RouteIndex::new(&r.routes),
+                })
+                .collect();
+            let destinations = Arc::new(destinations);
+            for _ in 0..cluster.config.sequencers {
+                background.push(tokio::spawn(sequencer::run(
+                    cluster.clone(),
+                    destinations.clone(),
+                )));
+            }
+            background.push(tokio::spawn(forwarder::run(
+                cluster.clone(),
+                journal.clone(),
+            )));
+        }
         background.push(tokio::spawn(prune(
             journal.clone(),
             floors,
             backfills.clone(),
             config.journal.clone(),
             ships_log,
+            cluster.is_some(),
         )));
         Ok(Pipeline {
             backfills,
             plugins,
             replicators,
             journal,
+            cluster,
             workers: std::sync::Mutex::new(workers),
             background,
         })
@@ -237,6 +284,9 @@ impl Pipeline {
     /// Rewinds a replicator so it delivers again from `from`.
     pub async fn replay(&self, id: &str, from: u64) -> Result<(), PipelineError> {
         let control = self.control(id)?;
+        if self.cluster.is_some() {
+            return Err(PipelineError::NoReplayInCluster);
+        }
         let oldest = self.journal.first_retained().await?;
         if from < oldest && from <= self.journal.head() {
             return Err(PipelineError::Pruned {
@@ -253,8 +303,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Hands redriven dead letters to their replicators.
-    pub async fn redrive(&self, entries: Vec<DeadLetter>) {
+    /// Hands redriven dead letters to their replicators (in cluster mode, to their queues,
+    /// where any host takes them).
+    pub async fn redrive(&self, entries: Vec<DeadLetter>) -> Result<(), PipelineError> {
+        if let Some(cluster) = &self.cluster {
+            let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
+            cluster.redrive(entries).await?;
+            for id in ids {
+                self.journal.redrive_done(id).await?;
+            }
+            return Ok(());
+        }
         let mut by_replicator: std::collections::HashMap<String, Vec<DeadLetter>> =
             Default::default();
         for e in entries {
@@ -269,6 +328,7 @@ impl Pipeline {
                 let _ = control.send(Control::Redrive(list)).await;
             }
         }
+        Ok(())
     }
 
     /// Stops the workers; each saves its progress first.
@@ -328,15 +388,27 @@ async fn prune(
     backfills: Arc<Backfills>,
     config: JournalConfig,
     ships_log: bool,
+    forwards: bool,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let passed = replicators
-            .iter()
-            .map(|r| r.cursor())
-            .min()
-            .unwrap_or_else(|| journal.head());
+        // In cluster mode the journal holds only captured events, kept until forwarded.
+        let passed = if forwards {
+            match journal.cursor(forwarder::POSITION).await {
+                Ok(position) => position.unwrap_or(0),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the forwarder's position");
+                    continue;
+                }
+            }
+        } else {
+            replicators
+                .iter()
+                .map(|r| r.cursor())
+                .min()
+                .unwrap_or_else(|| journal.head())
+        };
         if let Err(e) = backfills.forget_passed(passed).await {
             tracing::error!(error = %e, "cannot update backfills");
         }

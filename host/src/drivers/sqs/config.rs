@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::delivery::aws::AwsAccess;
+use crate::delivery::sqs::id_problem;
 pub use crate::delivery::sqs::QueueRef;
 use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
@@ -276,13 +277,6 @@ fn message_attributes(mut s: Section) -> Vec<Attribute> {
     out
 }
 
-/// What SQS refuses in a message group or deduplication id: 1-128 printable ASCII characters.
-pub fn id_problem(id: &str) -> Option<String> {
-    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| (33..=126).contains(&b));
-    (!ok).then(|| {
-        format!("\"{id}\" is not an SQS id: 1 to 128 printable ASCII characters, no spaces")
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,9 @@
 //! and on FIFO queues the message group and a deduplication id that includes the sequence.
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use sha2::{Digest, Sha256};
 
-use super::config::{Attribute, MessageGroup, RECORD_ATTRIBUTES, id_problem};
+use super::config::{Attribute, MessageGroup, RECORD_ATTRIBUTES};
+use crate::delivery::sqs::sqs_id;
 use crate::drivers::Delivery;
 use crate::drivers::util::payload::Payload;
 
@@ -117,17 +117,6 @@ impl Message {
         }
         entry.build().expect("id and body are set")
     }
-}
-
-/// `text` when SQS takes it as a group or deduplication id, else a digest of it (the same
-/// text always gives the same id, so a key keeps its group).
-fn sqs_id(text: String) -> String {
-    if id_problem(&text).is_none() {
-        return text;
-    }
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256-{hex}")
 }
 
 #[cfg(test)]

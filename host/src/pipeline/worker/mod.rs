@@ -24,6 +24,8 @@ use tokio::task::JoinSet;
 use super::backfill::Backfills;
 use super::telemetry::{MonitorEvent, ReplicatorCounters, State};
 use crate::delivery::{self as retry, Backoff};
+use crate::cluster::Envelope;
+use crate::cluster::feed::Feed;
 use crate::delivery::{DeliveryPolicy, Route, RouteIndex};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::event::{StoredEvent, now_rfc3339};
@@ -32,7 +34,7 @@ use crate::plugins::{Live, Transform};
 use keys::{Key, KeyQueues};
 use outcome::{BatchVerdict, Verdict};
 use progress::Progress;
-use redrive::Redrives;
+use redrive::{RedriveQueue, Redrives};
 use transform_stage::TransformStage;
 
 /// Instructions from the admin API.
@@ -54,6 +56,8 @@ struct Redriven {
     dead_letter: u64,
     /// Redrives before this one.
     redrives: u32,
+    /// The event's sequence (in cluster mode, the version its queue message is held by).
+    version: u64,
 }
 
 /// One event on its way to one route.
@@ -202,6 +206,8 @@ pub struct Worker {
     /// Destination requests already added to the metric.
     requests_reported: u64,
     backfills: Arc<Backfills>,
+    /// In cluster mode: where events come from instead of the journal.
+    feed: Option<Arc<Feed>>,
     /// While backfills run: the newest live sequence of each record after `tracking`.
     tracking: Option<u64>,
     live_keys: HashMap<u64, u64>,
@@ -221,12 +227,24 @@ pub struct WorkerParts {
     pub backfills: Arc<Backfills>,
     /// Events one input may become through a transform.
     pub max_fan_out: usize,
+    /// In cluster mode: the replicator's queue on this host, read instead of the journal.
+    pub feed: Option<Arc<Feed>>,
 }
 
 impl Worker {
     pub fn new(p: WorkerParts) -> Self {
         let routes = RouteIndex::new(&p.routes);
         let cursor = p.counters.stats.cursor();
+        let (progress, redrive_queue) = match &p.feed {
+            Some(feed) => (
+                Progress::listing_finished(),
+                RedriveQueue::Cluster(feed.clone()),
+            ),
+            None => (
+                Progress::from_cursor(cursor),
+                RedriveQueue::Journal(p.journal.clone()),
+            ),
+        };
         Worker {
             transforms: TransformStage::new(p.transforms, p.max_fan_out),
             shared: Arc::new(Shared {
@@ -244,10 +262,11 @@ impl Worker {
             halves: Vec::new(),
             in_flight: JoinSet::new(),
             flights: HashMap::new(),
-            progress: Progress::from_cursor(cursor),
-            redrives: Redrives::default(),
+            progress,
+            redrives: Redrives::new(redrive_queue),
             requests_reported: 0,
             backfills: p.backfills,
+            feed: p.feed,
             tracking: None,
             live_keys: HashMap::new(),
         }
@@ -257,8 +276,16 @@ impl Worker {
         if !self.init_driver().await {
             return;
         }
-        self.load_redrives().await;
-        let mut head = self.shared.journal.subscribe_head();
+        let mut head = match &self.feed {
+            Some(feed) => {
+                feed.open();
+                feed.subscribe()
+            }
+            None => {
+                self.load_redrives().await;
+                self.shared.journal.subscribe_head()
+            }
+        };
         let mut backfills = self.backfills.subscribe();
         self.follow_backfills().await;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -268,6 +295,9 @@ impl Worker {
                 self.report_stall(&format!("cannot read the journal: {e}"));
             }
             self.dispatch();
+            if let Some(feed) = &self.feed {
+                feed.done(self.progress.take_finished());
+            }
             let policy = &self.shared.policy;
             let linger_until = self.keys.ready_since().map(|t| t + policy.linger);
             let transform_retry_at = self.transforms.retry_at();
@@ -346,6 +376,10 @@ impl Worker {
     /// Backlog and lag while nothing is read yet: from the first event after the cursor.
     async fn report_waiting(&self) {
         let s = &self.shared;
+        if let Some(feed) = &self.feed {
+            s.counters.progress(0, feed.backlog(), 0);
+            return;
+        }
         let cursor = self.progress.committed;
         let oldest = match s.journal.read(cursor + 1, 1).await {
             Ok(events) => events.first().map_or(0, |e| e.received_at_ms),
@@ -372,6 +406,10 @@ impl Worker {
     /// routes go to the transform stage (one read at a time, on another task) while this
     /// loop keeps delivering; the rest are queued at once.
     async fn fill(&mut self) -> Result<(), JournalError> {
+        if let Some(feed) = self.feed.clone() {
+            self.fill_from(&feed).await;
+            return Ok(());
+        }
         let s = self.shared.clone();
         while self.transforms.idle()
             && self.keys.len() < s.policy.buffer_events
@@ -387,31 +425,64 @@ impl Worker {
                 self.progress.read_pos = s.journal.head() + 1;
                 break;
             };
-            let mut to_transform: BTreeMap<usize, Vec<Arc<StoredEvent>>> = BTreeMap::new();
-            for stored in events {
-                let stored = Arc::new(stored);
-                if !self.is_for_this_replicator(&stored) {
-                    continue;
-                }
-                let routes = self.routes_of(&stored);
-                if routes.is_empty() {
-                    continue;
-                }
-                // A transformed route holds one place until its outputs are known.
-                self.progress
-                    .track(stored.sequence, routes.len() as u32, stored.received_at_ms);
-                for route in routes {
-                    if self.transforms.has(route) {
-                        to_transform.entry(route).or_default().push(stored.clone());
-                    } else {
-                        self.enqueue(Item::new(stored.clone(), route));
-                    }
-                }
-            }
+            self.take_in(events);
             self.progress.read_pos = last + 1;
-            self.transforms.start(to_transform);
         }
         Ok(())
+    }
+
+    /// In cluster mode: takes what the feed received while there is room; an event no
+    /// route takes is done at once.
+    async fn fill_from(&mut self, feed: &Arc<Feed>) {
+        let s = self.shared.clone();
+        while self.transforms.idle() && self.keys.len() < s.policy.buffer_events {
+            let room = s.policy.buffer_events - self.keys.len();
+            let received = feed.take(self.transforms.read_size(room));
+            if received.is_empty() {
+                break;
+            }
+            let mut events = Vec::with_capacity(received.len());
+            for envelope in received {
+                match envelope {
+                    Envelope::Event(e) => events.push(e),
+                    Envelope::Redrive(entry) => self.redrive(vec![*entry]).await,
+                }
+            }
+            let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+            self.take_in(events);
+            let untaken: Vec<u64> = sequences
+                .into_iter()
+                .filter(|v| !self.progress.tracks(*v))
+                .collect();
+            feed.done(untaken);
+        }
+    }
+
+    /// Routes read events: queued for delivery, or handed to the transform stage (one read
+    /// at a time, on another task) while this loop keeps delivering.
+    fn take_in(&mut self, events: Vec<StoredEvent>) {
+        let mut to_transform: BTreeMap<usize, Vec<Arc<StoredEvent>>> = BTreeMap::new();
+        for stored in events {
+            let stored = Arc::new(stored);
+            if !self.is_for_this_replicator(&stored) {
+                continue;
+            }
+            let routes = self.routes_of(&stored);
+            if routes.is_empty() {
+                continue;
+            }
+            // A transformed route holds one place until its outputs are known.
+            self.progress
+                .track(stored.sequence, routes.len() as u32, stored.received_at_ms);
+            for route in routes {
+                if self.transforms.has(route) {
+                    to_transform.entry(route).or_default().push(stored.clone());
+                } else {
+                    self.enqueue(Item::new(stored.clone(), route));
+                }
+            }
+        }
+        self.transforms.start(to_transform);
     }
 
     /// The routes that take this event; counts it skipped when its resource is routed but
@@ -691,7 +762,7 @@ impl Worker {
     fn finish(&mut self, key: Key, item: Item) {
         self.keys.done(key);
         match item.redriven {
-            Some(r) => self.redrives.one_done(&self.shared.journal, r.dead_letter),
+            Some(r) => self.redrives.one_done(r),
             None => self.progress.finish_one(item.event.sequence),
         }
     }
@@ -699,6 +770,12 @@ impl Worker {
     /// Moves the cursor past finished events and publishes the backlog figures.
     async fn checkpoint(&mut self) {
         let s = &self.shared;
+        if let Some(feed) = &self.feed {
+            s.counters
+                .progress(0, feed.backlog(), self.progress.oldest_accepted_at_ms());
+            self.report_requests();
+            return;
+        }
         let done_to = self.progress.done_to();
         if done_to > self.progress.committed {
             match s.journal.commit_cursor(&s.id, done_to).await {
@@ -721,6 +798,12 @@ impl Worker {
             self.tracking = None;
             self.live_keys.clear();
         }
+        self.report_requests();
+    }
+
+    /// Adds the destination requests made since last time to the metric.
+    fn report_requests(&mut self) {
+        let s = &self.shared;
         let requests = s.driver.requests_made();
         if requests > self.requests_reported {
             s.counters
@@ -736,7 +819,7 @@ impl Worker {
         self.transforms.shutdown().await;
         self.keys.clear();
         self.halves.clear();
-        self.redrives = Redrives::default();
+        self.redrives = Redrives::new(RedriveQueue::Journal(self.shared.journal.clone()));
         self.progress.rewind(from.max(1) - 1);
         let s = self.shared.clone();
         if let Err(e) = s
@@ -853,6 +936,7 @@ mod tests {
             control: control_rx,
             backfills: Backfills::load(journal.clone()).await.unwrap(),
             max_fan_out: 100,
+            feed: None,
         });
         let task = tokio::spawn(worker.run());
         let reported = tokio::time::timeout(Duration::from_secs(10), async {

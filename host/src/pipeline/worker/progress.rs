@@ -18,6 +18,9 @@ pub struct Progress {
     pub read_pos: u64,
     /// Saved in the journal: everything up to here is done.
     pub committed: u64,
+    /// Events finished since last taken, when someone wants each one (a cluster feed
+    /// deletes their messages).
+    finished: Option<Vec<u64>>,
 }
 
 impl Progress {
@@ -26,7 +29,21 @@ impl Progress {
             unfinished: BTreeMap::new(),
             read_pos: cursor + 1,
             committed: cursor,
+            finished: None,
         }
+    }
+
+    /// Progress that lists each finished event (for [`Progress::take_finished`]).
+    pub fn listing_finished() -> Self {
+        Progress {
+            finished: Some(Vec::new()),
+            ..Progress::from_cursor(0)
+        }
+    }
+
+    /// The events finished since the last call.
+    pub fn take_finished(&mut self) -> Vec<u64> {
+        self.finished.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Forgets everything and starts again after `cursor`.
@@ -34,15 +51,15 @@ impl Progress {
         *self = Progress::from_cursor(cursor);
     }
 
-    /// An event read with `deliveries` deliveries to make.
+    /// An event read with `deliveries` deliveries to make. Two events with one sequence
+    /// (versions given by two hosts in the same microsecond) add up: both are finished
+    /// together.
     pub fn track(&mut self, sequence: u64, deliveries: u32, accepted_at_ms: i64) {
-        self.unfinished.insert(
-            sequence,
-            Unfinished {
-                deliveries_left: deliveries,
-                accepted_at_ms,
-            },
-        );
+        let u = self.unfinished.entry(sequence).or_insert(Unfinished {
+            deliveries_left: 0,
+            accepted_at_ms,
+        });
+        u.deliveries_left += deliveries;
     }
 
     /// One delivery of the event became `outputs` (a transform's result; 0: none left to do).
@@ -51,8 +68,16 @@ impl Progress {
             u.deliveries_left = u.deliveries_left + outputs - 1;
             if u.deliveries_left == 0 {
                 self.unfinished.remove(&sequence);
+                if let Some(finished) = &mut self.finished {
+                    finished.push(sequence);
+                }
             }
         }
+    }
+
+    /// Whether the event has deliveries left.
+    pub fn tracks(&self, sequence: u64) -> bool {
+        self.unfinished.contains_key(&sequence)
     }
 
     /// One delivery of the event is finished.
@@ -98,5 +123,21 @@ mod tests {
         }
         assert_eq!(p.done_to(), 12);
         assert_eq!(p.oldest_accepted_at_ms(), 0);
+    }
+
+    #[test]
+    fn finished_events_are_listed_when_asked_and_a_shared_sequence_adds_up() {
+        let mut p = Progress::listing_finished();
+        p.track(7, 1, 1);
+        p.track(7, 2, 1);
+        p.track(9, 1, 2);
+        p.finish_one(9);
+        p.finish_one(7);
+        p.finish_one(7);
+        assert_eq!(p.take_finished(), [9]);
+        p.finish_one(7);
+        assert_eq!(p.take_finished(), [7]);
+        assert!(p.take_finished().is_empty());
+        assert!(Progress::from_cursor(3).take_finished().is_empty());
     }
 }

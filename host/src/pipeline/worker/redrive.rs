@@ -6,35 +6,58 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Item, Redriven, Worker};
+use crate::cluster::feed::Feed;
 use crate::event::StoredEvent;
 use crate::journal::{DeadLetter, Journal};
 use crate::plugins::TransformOutcome;
 
+/// Where a redrive waits until it is finished: the journal's redrive queue, or (in cluster
+/// mode) the replicator's queue, whose message the feed deletes.
+#[derive(Clone)]
+pub enum RedriveQueue {
+    Journal(Arc<Journal>),
+    Cluster(Arc<Feed>),
+}
+
 /// Deliveries still out per redriven dead letter.
-#[derive(Default)]
 pub struct Redrives {
+    queue: RedriveQueue,
     outstanding: HashMap<u64, u32>,
 }
 
 impl Redrives {
-    /// One delivery made of `dead_letter` is finished; the last one closes the entry.
-    pub fn one_done(&mut self, journal: &Arc<Journal>, dead_letter: u64) {
-        let left = self.outstanding.entry(dead_letter).or_insert(1);
-        *left -= 1;
-        if *left == 0 {
-            self.outstanding.remove(&dead_letter);
-            close(journal.clone(), dead_letter);
+    pub fn new(queue: RedriveQueue) -> Redrives {
+        Redrives {
+            queue,
+            outstanding: HashMap::new(),
         }
     }
-}
 
-/// Removes a finished entry from the redrive queue, in the background.
-fn close(journal: Arc<Journal>, dead_letter: u64) {
-    tokio::spawn(async move {
-        if let Err(e) = journal.redrive_done(dead_letter).await {
-            tracing::error!(error = %e, dead_letter, "cannot mark a redrive as done; it will be delivered again after a restart");
+    /// One delivery made of a redrive is finished; the last one closes the entry.
+    pub fn one_done(&mut self, redriven: Redriven) {
+        let left = self.outstanding.entry(redriven.dead_letter).or_insert(1);
+        *left -= 1;
+        if *left == 0 {
+            self.outstanding.remove(&redriven.dead_letter);
+            self.close(redriven);
         }
-    });
+    }
+
+    /// Removes a finished entry from its queue, in the background.
+    fn close(&self, redriven: Redriven) {
+        match &self.queue {
+            RedriveQueue::Cluster(feed) => feed.done(vec![redriven.version]),
+            RedriveQueue::Journal(journal) => {
+                let journal = journal.clone();
+                let dead_letter = redriven.dead_letter;
+                tokio::spawn(async move {
+                    if let Err(e) = journal.redrive_done(dead_letter).await {
+                        tracing::error!(error = %e, dead_letter, "cannot mark a redrive as done; it will be delivered again after a restart");
+                    }
+                });
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -65,6 +88,7 @@ impl Worker {
             let redriven = Redriven {
                 dead_letter: entry.id,
                 redrives: entry.redrives,
+                version: entry.sequence,
             };
             s.counters.emit(crate::pipeline::telemetry::MonitorEvent {
                 name: "redriven",
@@ -96,7 +120,7 @@ impl Worker {
                 _ => vec![original],
             };
             if events.is_empty() {
-                close(s.journal.clone(), redriven.dead_letter);
+                self.redrives.close(redriven);
                 continue;
             }
             self.redrives
@@ -126,17 +150,22 @@ mod tests {
             .await
             .unwrap();
         journal.redrive(vec![id]).await.unwrap();
-        let mut redrives = Redrives::default();
+        let mut redrives = Redrives::new(RedriveQueue::Journal(journal.clone()));
         redrives.outstanding.insert(id, 3);
-        redrives.one_done(&journal, id);
-        redrives.one_done(&journal, id);
+        let redriven = Redriven {
+            dead_letter: id,
+            redrives: 0,
+            version: 1,
+        };
+        redrives.one_done(redriven);
+        redrives.one_done(redriven);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             journal.pending_redrives("r").await.unwrap().len(),
             1,
             "two of three deliveries done: a crash now redrives it again"
         );
-        redrives.one_done(&journal, id);
+        redrives.one_done(redriven);
         for _ in 0..100 {
             if journal.pending_redrives("r").await.unwrap().is_empty() {
                 return;

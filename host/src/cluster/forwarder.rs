@@ -1,0 +1,44 @@
+//! In cluster mode the local journal only holds what this host captured from buckets
+//! (`sources`); the forwarder sends it on to the intake queue and moves its cursor past what
+//! SQS took, so a restart sends the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cluster, ClusterError};
+use crate::journal::Journal;
+
+/// The forwarder's cursor in the journal.
+pub const POSITION: &str = "cluster-forwarder";
+
+pub async fn run(cluster: Arc<Cluster>, journal: Arc<Journal>) {
+    let mut head = journal.subscribe_head();
+    loop {
+        match forward(&cluster, &journal).await {
+            Ok(true) => cluster.report("forwarder", Ok(())),
+            Ok(false) => {
+                if head.changed().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                cluster.report("forwarder", Err(&e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Sends the next events after the cursor; true when there may be more.
+async fn forward(cluster: &Cluster, journal: &Journal) -> Result<bool, ClusterError> {
+    let from = journal.cursor(POSITION).await?.unwrap_or(0);
+    let events = journal.read(from + 1, 100).await?;
+    let Some(last) = events.last().map(|e| e.sequence) else {
+        return Ok(false);
+    };
+    cluster
+        .accept(events.into_iter().map(|e| (e.event, e.received_at_ms)))
+        .await?;
+    journal.commit_cursor(POSITION, last).await?;
+    Ok(true)
+}

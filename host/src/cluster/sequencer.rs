@@ -1,0 +1,93 @@
+//! The sequencer, run by every host: takes events off the intake queue (SQS hands a key's
+//! events to one host at a time, in order), gives each its version, sends it to the queue of
+//! every replicator that takes it, and only then deletes it from the intake queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::queues::Outgoing;
+use super::{Accepted, Cluster, ClusterError, Envelope};
+use crate::delivery::RouteIndex;
+use crate::event::StoredEvent;
+
+/// A replicator's queue and which events its routes take.
+pub struct Destination {
+    pub queue: String,
+    pub routes: RouteIndex,
+}
+
+pub async fn run(cluster: Arc<Cluster>, destinations: Arc<Vec<Destination>>) {
+    loop {
+        let outcome = round(&cluster, &destinations).await;
+        cluster.report("sequencer", outcome.as_ref().map(|_| ()));
+        if outcome.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One receive: versions given, events fanned out, intake messages deleted.
+async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize, ClusterError> {
+    let queues = &cluster.queues;
+    let received = queues.receive(&queues.intake).await?;
+    if received.is_empty() {
+        return Ok(0);
+    }
+    let mut fan_out: HashMap<&str, Vec<Outgoing>> = HashMap::new();
+    let mut newest = 0;
+    for message in &received {
+        let accepted: Accepted = match serde_json::from_str(&message.body) {
+            Ok(a) => a,
+            Err(e) => {
+                // Only hosts write here; a message that is not theirs is dropped, loudly.
+                tracing::error!(error = %e, "a message on the intake queue is not an accepted event; deleted");
+                continue;
+            }
+        };
+        let version = cluster.clock.next();
+        newest = version;
+        let event = accepted.event;
+        let takers: Vec<&Destination> = destinations
+            .iter()
+            .filter(|d| {
+                d.routes
+                    .routes_of(&event.resource, event.action)
+                    .is_some_and(|r| !r.is_empty())
+            })
+            .collect();
+        if takers.is_empty() {
+            continue;
+        }
+        let (resource, id) = (event.resource.clone(), event.id.clone());
+        let body = serde_json::to_string(&Envelope::Event(StoredEvent {
+            sequence: version,
+            received_at_ms: accepted.received_at_ms,
+            event,
+            backfill: None,
+        }))?;
+        for d in takers {
+            fan_out.entry(&d.queue).or_default().push(Outgoing::new(
+                &resource,
+                &id,
+                &accepted.identity,
+                body.clone(),
+            ));
+        }
+    }
+    let sent = futures::future::join_all(
+        fan_out
+            .into_iter()
+            .map(|(queue, messages)| queues.send(queue, messages)),
+    )
+    .await;
+    let receipts: Vec<String> = received.into_iter().map(|m| m.receipt).collect();
+    if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
+        // Handed back at once; what was sent is deduplicated when sent again.
+        let _ = queues.extend(&queues.intake, &receipts, Duration::ZERO).await;
+        return Err(e);
+    }
+    cluster.clock.settle(newest).await;
+    queues.delete(&queues.intake, &receipts).await?;
+    Ok(receipts.len())
+}
