@@ -90,7 +90,12 @@ impl Feed {
     }
 
     fn held(&self) -> usize {
-        self.held.lock().expect("feed lock").values().map(Vec::len).sum()
+        self.held
+            .lock()
+            .expect("feed lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Receives, extends and measures until the host stops.
@@ -159,7 +164,12 @@ impl Feed {
             if receipts.is_empty() {
                 continue;
             }
-            if let Err(e) = self.cluster.queues.extend(&self.queue, &receipts, visibility).await {
+            if let Err(e) = self
+                .cluster
+                .queues
+                .extend(&self.queue, &receipts, visibility)
+                .await
+            {
                 tracing::error!(replicator = %self.replicator, error = %e, "cannot keep held messages hidden; another host may deliver them too");
             }
         }
@@ -172,7 +182,9 @@ impl Feed {
             tick.tick().await;
             match self.cluster.queues.depth(&self.queue).await {
                 Ok(d) => *self.depth.lock().expect("feed lock") = d,
-                Err(e) => tracing::warn!(replicator = %self.replicator, error = %e, "cannot read the queue's depth"),
+                Err(e) => {
+                    tracing::warn!(replicator = %self.replicator, error = %e, "cannot read the queue's depth")
+                }
             }
         }
     }

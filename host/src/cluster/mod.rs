@@ -37,7 +37,11 @@ pub enum ClusterError {
         reason: String,
     },
     #[error("event {index} is {size} bytes, over the {max} bytes an SQS message holds")]
-    TooLarge { index: usize, size: usize, max: usize },
+    TooLarge {
+        index: usize,
+        size: usize,
+        max: usize,
+    },
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("cannot encode a queue message: {0}")]
@@ -85,7 +89,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn join(config: ClusterConfig, replicators: &[String]) -> Result<Arc<Cluster>, ClusterError> {
+    pub async fn join(
+        config: ClusterConfig,
+        replicators: &[String],
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let queues = Queues::open(&config, replicators).await?;
         Ok(Arc::new(Cluster {
             clock: Clock::new(config.max_clock_skew),

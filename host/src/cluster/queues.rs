@@ -65,7 +65,10 @@ pub struct Queues {
 
 impl Queues {
     /// Finds (or creates) the intake queue and each replicator's.
-    pub async fn open(config: &ClusterConfig, replicators: &[String]) -> Result<Queues, ClusterError> {
+    pub async fn open(
+        config: &ClusterConfig,
+        replicators: &[String],
+    ) -> Result<Queues, ClusterError> {
         let client = aws_sdk_sqs::Client::new(&config.access.sdk_config().await);
         let requests = Arc::new(AtomicU64::new(0));
         let url = |name: String| {

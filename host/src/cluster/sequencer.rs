@@ -84,7 +84,9 @@ async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize,
     let receipts: Vec<String> = received.into_iter().map(|m| m.receipt).collect();
     if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
         // Handed back at once; what was sent is deduplicated when sent again.
-        let _ = queues.extend(&queues.intake, &receipts, Duration::ZERO).await;
+        let _ = queues
+            .extend(&queues.intake, &receipts, Duration::ZERO)
+            .await;
         return Err(e);
     }
     cluster.clock.settle(newest).await;

@@ -113,8 +113,14 @@ mod tests {
         parse(&mut s);
         s.finish();
         let listed: Vec<String> = problems.into_vec().iter().map(|p| p.to_string()).collect();
-        assert!(listed[0].starts_with("cluster.queuePrefix: \"a b\""), "{listed:?}");
-        assert!(listed[1].starts_with("cluster.visibilityTimeout"), "{listed:?}");
+        assert!(
+            listed[0].starts_with("cluster.queuePrefix: \"a b\""),
+            "{listed:?}"
+        );
+        assert!(
+            listed[1].starts_with("cluster.visibilityTimeout"),
+            "{listed:?}"
+        );
         assert!(listed[2].starts_with("cluster.maxClockSkew"), "{listed:?}");
     }
 }

@@ -3,8 +3,8 @@
 //! It is read once into typed, validated structures; every problem is reported with its key
 //! path, and nothing downstream ever looks at raw config values again.
 
-mod interpolate;
 pub mod cluster;
+mod interpolate;
 pub mod resources;
 pub mod sources;
 

@@ -144,9 +144,7 @@ impl ApiError {
                 PipelineError::Pruned { .. }
                 | PipelineError::Paused(_)
                 | PipelineError::NoReplayInCluster,
-            ) => {
-                StatusCode::CONFLICT
-            }
+            ) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::OverBudget(_)
             | ApiError::NotDurable(_)

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::delivery::aws::AwsAccess;
-use crate::delivery::sqs::id_problem;
 pub use crate::delivery::sqs::QueueRef;
+use crate::delivery::sqs::id_problem;
 use crate::delivery::{ANY_RESOURCE, Route};
 use crate::options::{Problems, Section, join};
 
@@ -276,7 +276,6 @@ fn message_attributes(mut s: Section) -> Vec<Attribute> {
     s.finish();
     out
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -23,9 +23,9 @@ use tokio::task::JoinSet;
 
 use super::backfill::Backfills;
 use super::telemetry::{MonitorEvent, ReplicatorCounters, State};
-use crate::delivery::{self as retry, Backoff};
 use crate::cluster::Envelope;
 use crate::cluster::feed::Feed;
+use crate::delivery::{self as retry, Backoff};
 use crate::delivery::{DeliveryPolicy, Route, RouteIndex};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
 use crate::event::{StoredEvent, now_rfc3339};

@@ -43,7 +43,10 @@ impl Progress {
 
     /// The events finished since the last call.
     pub fn take_finished(&mut self) -> Vec<u64> {
-        self.finished.as_mut().map(std::mem::take).unwrap_or_default()
+        self.finished
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Forgets everything and starts again after `cursor`.

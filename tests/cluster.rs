@@ -1,0 +1,184 @@
+//! Cluster mode on moto's SQS FIFO: three host processes share intake and delivery, one is
+//! killed with kill -9 in the middle of a stream, and still every acknowledged event arrives,
+//! each key's changes in order, and PostgreSQL ends exactly at the state the events describe.
+
+use replicator_tests::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The `cluster` section: a queue prefix of this test's own, moto's endpoint.
+fn cluster_section(prefix: &str) -> String {
+    let endpoint = std::env::var("SQS_ENDPOINT")
+        .expect("SQS_ENDPOINT is not set: run the tests with tests/run, which starts moto");
+    format!(
+        "cluster:\n  queuePrefix: {prefix}\n  endpoint: {endpoint}\n  region: us-east-1\n  credentials: {{accessKeyId: test, secretAccessKey: test}}\n  visibilityTimeout: 3s\n  waitTimeSeconds: 1\n  maxClockSkew: 5ms\n"
+    )
+}
+
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{test}-{}-{nanos}-", std::process::id())
+}
+
+/// What the senders got acknowledged: each event's unique number, and each key's last event.
+#[derive(Default)]
+struct Acked {
+    numbers: HashSet<u64>,
+    last: HashMap<String, Value>,
+}
+
+/// Sends batches of updates and deletes over `keys` keys of its own, each batch to the next
+/// host in turn (so a key's changes go through every host), resending until a 202.
+async fn sender(
+    index: u64,
+    hosts: Vec<String>,
+    keys: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Acked>>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut n = index * 1_000_000;
+    let mut turn = index as usize;
+    while !stop.load(Ordering::Relaxed) {
+        let batch: Vec<Value> = (0..10)
+            .map(|_| {
+                n += 1;
+                let key = format!("s{index}-k{}", n % keys);
+                let action = if n % 7 == 0 { "delete" } else { "update" };
+                json!({"resource": "items", "action": action, "id": key,
+                       "data": {"id": key, "n": n}})
+            })
+            .collect();
+        loop {
+            turn += 1;
+            let base = &hosts[turn % hosts.len()];
+            let sent = http
+                .post(format!("{base}/v1/events"))
+                .json(&batch)
+                .send()
+                .await;
+            if sent.is_ok_and(|r| r.status() == 202) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let mut a = acked.lock().unwrap();
+        for e in batch {
+            a.numbers.insert(e["data"]["n"].as_u64().unwrap());
+            a.last.insert(e["id"].as_str().unwrap().to_string(), e);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hosts_share_the_work_in_key_order_through_a_kill_9() {
+    let pg = Pg::connect("cluster").await;
+    let rx = Receiver::start().await;
+    let prefix = unique_prefix("c3");
+    let config = format!(
+        "{}replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
+        cluster_section(&prefix),
+        pg.replicator("pg", "[items]", ""),
+        rx.url("/hook")
+    );
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(Host::start(&config).await);
+    }
+    let urls: Vec<String> = hosts.iter().map(|h| h.url("")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let senders: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(sender(i, urls.clone(), 20, stop.clone(), acked.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_kill = acked.lock().unwrap().numbers.len();
+    assert!(before_kill > 0, "nothing acknowledged before the kill");
+    hosts[1].kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    eprintln!(
+        "{} events acknowledged ({before_kill} before the kill)",
+        acked.numbers.len()
+    );
+
+    // Every acknowledged event reaches the webhook; each key's first arrivals in order.
+    let arrived = eventually(
+        Duration::from_secs(90),
+        "every acknowledged event at the webhook",
+        || async {
+            let seen: HashSet<u64> = rx
+                .accepted()
+                .iter()
+                .filter_map(|r| r.json()["data"]["n"].as_u64())
+                .collect();
+            acked.numbers.is_subset(&seen).then_some(seen.len())
+        },
+    )
+    .await;
+    assert_eq!(
+        arrived,
+        acked.numbers.len(),
+        "the webhook saw events nobody sent"
+    );
+    let mut first_seen = HashSet::new();
+    let mut per_key: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for r in rx.accepted() {
+        let b = r.json();
+        let n = b["data"]["n"].as_u64().unwrap();
+        if first_seen.insert(n) {
+            per_key
+                .entry(b["id"].as_str().unwrap().to_string())
+                .or_default()
+                .push((n, b["sequence"].as_u64().unwrap()));
+        }
+    }
+    for (key, arrivals) in &per_key {
+        assert!(
+            arrivals
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "key {key}: first arrivals out of order (n, version): {arrivals:?}"
+        );
+    }
+
+    // PostgreSQL ends at each key's last acknowledged state.
+    let expected: BTreeMap<String, i64> = acked
+        .last
+        .iter()
+        .filter(|(_, e)| e["action"] == "update")
+        .map(|(k, e)| (k.clone(), e["data"]["n"].as_i64().unwrap()))
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "PostgreSQL at the last state",
+        || async {
+            let actual: BTreeMap<String, i64> = pg
+                .rows("items")
+                .await
+                .into_iter()
+                .map(|r| {
+                    (
+                        r["id"].as_str().unwrap().to_string(),
+                        r["n"].as_f64().unwrap() as i64,
+                    )
+                })
+                .collect();
+            (actual == expected).then_some(())
+        },
+    )
+    .await;
+}
