@@ -9,12 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The `cluster` section: a queue prefix of this test's own, moto's endpoint.
-fn cluster_section(prefix: &str) -> String {
+/// The `cluster` section: queues with a prefix of this test's own on moto, the shared state
+/// in a fresh prefix of the S3 test server.
+fn cluster_section(test: &str) -> String {
     let endpoint = std::env::var("SQS_ENDPOINT")
         .expect("SQS_ENDPOINT is not set: run the tests with tests/run, which starts moto");
+    let state = S3dbTarget::s3(test).conn;
     format!(
-        "cluster:\n  queuePrefix: {prefix}\n  endpoint: {endpoint}\n  region: us-east-1\n  credentials: {{accessKeyId: test, secretAccessKey: test}}\n  visibilityTimeout: 3s\n  waitTimeSeconds: 1\n  maxClockSkew: 5ms\n"
+        "cluster:\n  queuePrefix: {}\n  endpoint: {endpoint}\n  region: us-east-1\n  credentials: {{accessKeyId: test, secretAccessKey: test}}\n  visibilityTimeout: 3s\n  waitTimeSeconds: 1\n  maxClockSkew: 5ms\n  stateDatabase: {state}\n",
+        unique_prefix(test)
     )
 }
 
@@ -83,10 +86,9 @@ async fn sender(
 async fn three_hosts_share_the_work_in_key_order_through_a_kill_9() {
     let pg = Pg::connect("cluster").await;
     let rx = Receiver::start().await;
-    let prefix = unique_prefix("c3");
     let config = format!(
         "{}replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
-        cluster_section(&prefix),
+        cluster_section("c3"),
         pg.replicator("pg", "[items]", ""),
         rx.url("/hook")
     );
@@ -181,4 +183,63 @@ async fn three_hosts_share_the_work_in_key_order_through_a_kill_9() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_shared_and_redriven_from_another_host() {
+    let rx = Receiver::start().await;
+    rx.refuse_containing("poison");
+    let config = format!(
+        "{}maxRetries: 1\nreplicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
+        cluster_section("dlq"),
+        rx.url("/hook")
+    );
+    let a = Host::start(&config).await;
+    let b = Host::start(&config).await;
+    a.send(json!([
+        {"resource": "items", "action": "insert", "id": "k1", "data": {"id": "k1", "v": "poison"}},
+        {"resource": "items", "action": "update", "id": "k1", "data": {"id": "k1", "v": "fine"}},
+        {"resource": "items", "action": "insert", "id": "k2", "data": {"id": "k2", "v": "fine"}},
+    ]))
+    .await;
+    rx.wait_for_accepted(2).await;
+    let on_b = eventually(
+        Duration::from_secs(30),
+        "the dead letter seen from both hosts",
+        || async {
+            let (from_a, from_b) = (a.dead_letters("").await, b.dead_letters("").await);
+            (from_a.len() == 1 && from_a == from_b).then_some(from_b)
+        },
+    )
+    .await;
+    assert_eq!(on_b[0]["recordId"], "k1");
+    assert_eq!(on_b[0]["event"]["event"]["data"]["v"], "poison");
+    let status = eventually(Duration::from_secs(20), "both hosts in status", || async {
+        let s = b.get("/v1/status").await;
+        let alive = s["cluster"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["alive"] == true)
+            .count();
+        (alive == 2).then_some(s)
+    })
+    .await;
+    let hook = &status["replicators"][0];
+    assert_eq!(hook["deadLettered"], 1, "{status}");
+
+    rx.accept_all();
+    let (code, redriven) = b.post("/v1/dlq/redrive", json!({"all": true})).await;
+    assert_eq!(code, 200, "{redriven}");
+    assert_eq!(redriven["redriven"], 1);
+    let arrived = rx.wait_for_accepted(3).await;
+    let last = arrived.last().unwrap().json();
+    assert_eq!(
+        (last["id"].as_str(), last["data"]["v"].as_str()),
+        (Some("k1"), Some("poison"))
+    );
+    assert!(
+        a.dead_letters("").await.is_empty(),
+        "the redriven entry left the shared queue"
+    );
 }

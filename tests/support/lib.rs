@@ -389,6 +389,11 @@ impl Receiver {
         self.state.lock().unwrap().refuse_containing = Some(needle.into());
     }
 
+    /// Stops refusing (undoes [`Receiver::refuse_containing`]).
+    pub fn accept_all(&self) {
+        self.state.lock().unwrap().refuse_containing = None;
+    }
+
     pub fn respond_with(&self, f: impl Fn(&[u8]) -> (u16, String) + Send + Sync + 'static) {
         self.state.lock().unwrap().responder = Some(Arc::new(f));
     }
@@ -422,6 +427,19 @@ impl Receiver {
             keys.entry(key(&e)).or_default().push(e);
         }
         keys
+    }
+
+    /// Waits until `n` requests were answered with success.
+    pub async fn wait_for_accepted(&self, n: usize) -> Vec<Received> {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{n} accepted webhook requests"),
+            || async {
+                let got = self.accepted();
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .await
     }
 
     /// Waits until `n` requests arrived.

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use crate::capture::stats::{Captured, PassReport, SourceState};
+use crate::cluster::{Cluster, ClusterError};
 use crate::delivery::RouteIndex;
 use crate::event::{Event, StoredEvent};
 use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, FeatureRouter};
@@ -104,8 +105,37 @@ pub struct SourceStatus {
     pub last_pass: Option<PassReport>,
 }
 
+/// A host of the cluster, as its last heartbeat tells.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    pub host_id: String,
+    pub started_at: String,
+    /// Seconds since its last heartbeat.
+    pub seen_seconds_ago: f64,
+    /// Whether it wrote a heartbeat within the last three periods.
+    pub alive: bool,
+    /// Messages it holds per replicator.
+    pub held: std::collections::BTreeMap<String, u64>,
+}
+
+/// Cluster mode: this host, the hosts seen, and the intake queue.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub host_id: String,
+    pub hosts: Vec<HostStatus>,
+    /// Events in the intake queue, not yet versioned and fanned out.
+    pub intake_backlog: u64,
+    /// The last failure of this host's cluster tasks (sequencer, forwarder, heartbeat).
+    pub last_error: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Status {
+    /// Set in cluster mode; `backlog` of each replicator is then its queue's depth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
     pub replicators: Vec<ReplicatorStatus>,
     pub sources: Vec<SourceStatus>,
     /// Every Wasm transform and driver, with the version running.
@@ -120,7 +150,14 @@ pub struct Status {
 pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let head = app.journal.head();
-    let dead_letters = app.journal.dead_letter_counts().await?;
+    let dead_letters = match &app.cluster {
+        Some(c) => c
+            .state
+            .dead_letter_counts()
+            .await
+            .map_err(ClusterError::from)?,
+        None => app.journal.dead_letter_counts().await?,
+    };
     let now = chrono::Utc::now().timestamp_millis();
     // Asked together: each may take up to its 2 s.
     let healths = futures::future::join_all(
@@ -142,7 +179,10 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
             failed: s.failed.load(Relaxed),
             skipped: s.skipped.load(Relaxed),
             dead_lettered: dead_letters.get(&r.id).copied().unwrap_or(0),
-            backlog: head.saturating_sub(s.cursor()),
+            backlog: match &app.cluster {
+                Some(c) => c.backlog(&r.id),
+                None => head.saturating_sub(s.cursor()),
+            },
             lag_seconds: lag_seconds(oldest, now),
             cursor: s.cursor(),
             last_error: s.last_error(),
@@ -170,7 +210,12 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
         .as_ref()
         .map(|p| p.status())
         .unwrap_or_default();
+    let cluster = match &app.cluster {
+        Some(c) => Some(cluster_status(c, now).await?),
+        None => None,
+    };
     Ok(Json(Status {
+        cluster,
         replicators,
         sources,
         plugins,
@@ -181,6 +226,29 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
             max_bytes: app.config.journal.max_bytes,
         },
     }))
+}
+
+async fn cluster_status(c: &Cluster, now: i64) -> Result<ClusterStatus, ClusterError> {
+    let alive_within = 3 * crate::cluster::HEARTBEAT.as_millis() as i64;
+    let hosts = c
+        .state
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| HostStatus {
+            alive: now - h.seen_at_ms <= alive_within,
+            seen_seconds_ago: (now - h.seen_at_ms).max(0) as f64 / 1000.0,
+            host_id: h.host_id,
+            started_at: h.started_at,
+            held: h.held,
+        })
+        .collect();
+    Ok(ClusterStatus {
+        host_id: c.config.host_id.clone(),
+        hosts,
+        intake_backlog: c.backlog(""),
+        last_error: c.last_error.lock().expect("cluster error lock").clone(),
+    })
 }
 
 /// Query of `GET /v1/dlq` (no `flatten`: query strings carry numbers as text).
@@ -218,10 +286,15 @@ pub async fn dlq_list(
         id: q.id,
         error: q.error,
     };
-    let dead_letters = app
-        .journal
-        .dead_letters(filter, q.limit.unwrap_or(100))
-        .await?;
+    let limit = q.limit.unwrap_or(100);
+    let dead_letters = match &app.cluster {
+        Some(c) => c
+            .state
+            .dead_letters(&filter, limit)
+            .await
+            .map_err(ClusterError::from)?,
+        None => app.journal.dead_letters(filter, limit).await?,
+    };
     Ok(Json(DeadLetters { dead_letters }))
 }
 
@@ -233,7 +306,11 @@ pub async fn dlq_show(
     State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Json<DeadLetter>, ApiError> {
-    match app.journal.dead_letter_by_id(id).await? {
+    let found = match &app.cluster {
+        Some(c) => c.state.dead_letter(id).await.map_err(ClusterError::from)?,
+        None => app.journal.dead_letter_by_id(id).await?,
+    };
+    match found {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
     }
@@ -264,7 +341,14 @@ impl Selection {
                 "name dead letters by \"ids\", a filter (replicator, resource, id, error) or \"all\": true".into(),
             ));
         }
-        let list = app.journal.dead_letters(self.filter, usize::MAX).await?;
+        let list = match &app.cluster {
+            Some(c) => c
+                .state
+                .dead_letters(&self.filter, usize::MAX)
+                .await
+                .map_err(ClusterError::from)?,
+            None => app.journal.dead_letters(self.filter, usize::MAX).await?,
+        };
         Ok(list.into_iter().map(|d| d.id).collect())
     }
 }
@@ -285,9 +369,17 @@ pub async fn dlq_redrive(
     ApiJson(sel): ApiJson<Selection>,
 ) -> Result<Json<Redriven>, ApiError> {
     let ids = sel.resolve(&app).await?;
+    // In cluster mode a dead letter goes back to its replicator's queue, for any host.
+    if let Some(c) = &app.cluster {
+        let ids = c.redrive(&ids).await?;
+        return Ok(Json(Redriven {
+            redriven: ids.len(),
+            ids,
+        }));
+    }
     let moved = app.journal.redrive(ids).await?;
     let ids: Vec<u64> = moved.iter().map(|d| d.id).collect();
-    app.pipeline.redrive(moved).await?;
+    app.pipeline.redrive(moved).await;
     Ok(Json(Redriven {
         redriven: ids.len(),
         ids,
@@ -309,7 +401,10 @@ pub async fn dlq_discard(
     ApiJson(sel): ApiJson<Selection>,
 ) -> Result<Json<Discarded>, ApiError> {
     let ids = sel.resolve(&app).await?;
-    let discarded = app.journal.discard(ids).await?;
+    let discarded = match &app.cluster {
+        Some(c) => c.state.discard(&ids).await.map_err(ClusterError::from)?,
+        None => app.journal.discard(ids).await?,
+    };
     Ok(Json(Discarded { discarded }))
 }
 

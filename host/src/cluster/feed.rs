@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
-use super::queues::Depth;
 use super::{Cluster, Envelope};
 
 pub struct Feed {
@@ -25,7 +24,6 @@ pub struct Feed {
     room: Notify,
     /// Receiving starts once the worker's destination is ready.
     open: watch::Sender<bool>,
-    depth: Mutex<Depth>,
 }
 
 impl Feed {
@@ -41,8 +39,11 @@ impl Feed {
             arrived: watch::channel(0).0,
             room: Notify::new(),
             open: watch::channel(false).0,
-            depth: Mutex::default(),
         })
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -85,11 +86,11 @@ impl Feed {
 
     /// Messages in the replicator's queue (waiting and held by hosts), as SQS estimates.
     pub fn backlog(&self) -> u64 {
-        let d = *self.depth.lock().expect("feed lock");
-        d.visible + d.in_flight
+        self.cluster.backlog(&self.replicator)
     }
 
-    fn held(&self) -> usize {
+    /// Messages received and not yet done.
+    pub fn held(&self) -> usize {
         self.held
             .lock()
             .expect("feed lock")
@@ -100,7 +101,6 @@ impl Feed {
 
     /// Receives, extends and measures until the host stops.
     pub async fn run(self: Arc<Self>) {
-        tokio::spawn(self.clone().measure());
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|o| *o).await;
         tokio::spawn(self.clone().keep_hidden());
@@ -171,20 +171,6 @@ impl Feed {
                 .await
             {
                 tracing::error!(replicator = %self.replicator, error = %e, "cannot keep held messages hidden; another host may deliver them too");
-            }
-        }
-    }
-
-    /// Reads the queue's depth every 5 seconds, for status and metrics.
-    async fn measure(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            match self.cluster.queues.depth(&self.queue).await {
-                Ok(d) => *self.depth.lock().expect("feed lock") = d,
-                Err(e) => {
-                    tracing::warn!(replicator = %self.replicator, error = %e, "cannot read the queue's depth")
-                }
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod forwarder;
 pub mod queues;
 pub mod sequencer;
+pub mod state;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
@@ -20,7 +21,10 @@ use crate::config::cluster::ClusterConfig;
 use crate::event::{Event, StoredEvent};
 use crate::journal::DeadLetter;
 use clock::Clock;
-use queues::{Outgoing, Queues};
+use queues::{Depth, Outgoing, Queues};
+use state::SharedState;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -44,6 +48,8 @@ pub enum ClusterError {
     },
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("the cluster's state database: {0}")]
+    State(#[from] crate::s3db::store::StoreError),
     #[error("cannot encode a queue message: {0}")]
     Encoding(#[from] serde_json::Error),
 }
@@ -75,7 +81,7 @@ pub struct Accepted {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Envelope {
-    Event(StoredEvent),
+    Event(Box<StoredEvent>),
     Redrive(Box<DeadLetter>),
 }
 
@@ -84,8 +90,13 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub queues: Queues,
     pub clock: Clock,
+    /// Dead letters and heartbeats, alike from every host.
+    pub state: SharedState,
     /// The last failure of this host's cluster tasks (sequencer, forwarder), until one works.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Each queue's depth as last measured, by replicator id (`""`: the intake queue).
+    depths: std::sync::Mutex<BTreeMap<String, Depth>>,
+    started_at: String,
 }
 
 impl Cluster {
@@ -95,10 +106,13 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let queues = Queues::open(&config, replicators).await?;
         Ok(Arc::new(Cluster {
+            state: SharedState::open(&config.state_database).await,
             clock: Clock::new(config.max_clock_skew),
             config,
             queues,
             last_error: Default::default(),
+            depths: Default::default(),
+            started_at: crate::event::now_rfc3339(),
         }))
     }
 
@@ -128,9 +142,13 @@ impl Cluster {
         self.queues.send(&self.queues.intake, messages).await
     }
 
-    /// Sends dead letters back to their replicator's queue, behind their key's events.
-    pub async fn redrive(&self, entries: Vec<DeadLetter>) -> Result<(), ClusterError> {
-        for entry in entries {
+    /// Sends dead letters back to their replicator's queue, behind their key's events, and
+    /// only then removes them from the shared dead letters; returns the ids sent.
+    pub async fn redrive(&self, ids: &[u64]) -> Result<Vec<u64>, ClusterError> {
+        let mut sent = Vec::new();
+        for (key, mut entry) in self.state.take(ids).await? {
+            entry.redrives += 1;
+            let id = entry.id;
             let Some(queue) = self.queues.replicators.get(&entry.replicator) else {
                 continue;
             };
@@ -139,13 +157,15 @@ impl Cluster {
                 "redrive:{}:{}:{}:{}:{}",
                 entry.replicator, entry.resource, entry.record_id, entry.sequence, entry.redrives
             );
-            let (resource, id) = (entry.resource.clone(), entry.record_id.clone());
+            let (resource, record) = (entry.resource.clone(), entry.record_id.clone());
             let body = serde_json::to_string(&Envelope::Redrive(Box::new(entry)))?;
             self.queues
-                .send(queue, vec![Outgoing::new(&resource, &id, &dedup, body)])
+                .send(queue, vec![Outgoing::new(&resource, &record, &dedup, body)])
                 .await?;
+            self.state.remove(&[key]).await?;
+            sent.push(id);
         }
-        Ok(())
+        Ok(sent)
     }
 }
 
@@ -158,6 +178,56 @@ impl Cluster {
             Err(e) => {
                 tracing::error!(task, error = %e, "cluster task failed; retrying");
                 *last = Some(format!("{task}: {e}"));
+            }
+        }
+    }
+}
+
+/// How often a host writes its heartbeat and measures the queues.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// Messages in a replicator's queue (`""`: the intake queue), waiting or held, as SQS
+    /// last estimated.
+    pub fn backlog(&self, replicator: &str) -> u64 {
+        self.depths
+            .lock()
+            .expect("depths lock")
+            .get(replicator)
+            .map_or(0, |d| d.visible + d.in_flight)
+    }
+
+    /// Every few seconds: measures each queue's depth and writes this host's heartbeat
+    /// (`held` tells how many messages each replicator holds here).
+    pub async fn keep_watch(self: Arc<Self>, held: impl Fn() -> BTreeMap<String, u64>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let queues = std::iter::once(("", &self.queues.intake)).chain(
+                self.queues
+                    .replicators
+                    .iter()
+                    .map(|(id, url)| (id.as_str(), url)),
+            );
+            for (id, url) in queues {
+                match self.queues.depth(url).await {
+                    Ok(d) => {
+                        self.depths
+                            .lock()
+                            .expect("depths lock")
+                            .insert(id.to_string(), d);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read a queue's depth"),
+                }
+            }
+            let heartbeat = state::Heartbeat {
+                host_id: self.config.host_id.clone(),
+                started_at: self.started_at.clone(),
+                seen_at_ms: chrono::Utc::now().timestamp_millis(),
+                held: held(),
+            };
+            if let Err(e) = self.state.beat(&heartbeat).await {
+                self.report("heartbeat", Err(&ClusterError::State(e)));
             }
         }
     }

@@ -60,12 +60,12 @@ async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize,
             continue;
         }
         let (resource, id) = (event.resource.clone(), event.id.clone());
-        let body = serde_json::to_string(&Envelope::Event(StoredEvent {
+        let body = serde_json::to_string(&Envelope::Event(Box::new(StoredEvent {
             sequence: version,
             received_at_ms: accepted.received_at_ms,
             event,
             backfill: None,
-        }))?;
+        })))?;
         for d in takers {
             fan_out.entry(&d.queue).or_default().push(Outgoing::new(
                 &resource,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::delivery::aws::AwsAccess;
 use crate::options::Section;
+use crate::s3db::Connection;
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -27,11 +28,15 @@ pub struct ClusterConfig {
     pub wait: Duration,
     /// Receive loops on the intake queue per host (`sequencers`).
     pub sequencers: usize,
+    /// The s3db database every host keeps the shared state in: dead letters, heartbeats
+    /// (`stateDatabase`, required).
+    pub state_database: Connection,
 }
 
 const QUEUE_PREFIX_MAX: usize = 40;
 
-pub fn parse(s: &mut Section) -> ClusterConfig {
+/// The section, or `None` when a required key is missing (each problem is recorded).
+pub fn parse(s: &mut Section) -> Option<ClusterConfig> {
     let access = AwsAccess::parse(s);
     let queue_prefix = s
         .string("queuePrefix")
@@ -70,7 +75,9 @@ pub fn parse(s: &mut Section) -> ClusterConfig {
     let wait = Duration::from_secs(s.u64_in("waitTimeSeconds", 0, 20).unwrap_or(2));
     let sequencers = s.u64_in("sequencers", 1, 64).unwrap_or(2) as usize;
     let create_queues = s.bool("createQueues").unwrap_or(true);
-    ClusterConfig {
+    let state_database = Connection::required(s, "stateDatabase");
+    Some(ClusterConfig {
+        state_database: state_database?,
         access,
         queue_prefix,
         create_queues,
@@ -79,7 +86,7 @@ pub fn parse(s: &mut Section) -> ClusterConfig {
         host_id,
         wait,
         sequencers,
-    }
+    })
 }
 
 fn default_host_id() -> String {
@@ -98,9 +105,9 @@ mod tests {
     #[test]
     fn defaults_and_problems_named_by_key() {
         let problems = Problems::default();
-        let v = json!({"endpoint": "http://127.0.0.1:4566"});
+        let v = json!({"endpoint": "http://127.0.0.1:4566", "stateDatabase": "file:///tmp/x"});
         let mut s = Section::open(&v, "cluster".into(), &problems).unwrap();
-        let c = parse(&mut s);
+        let c = parse(&mut s).unwrap();
         s.finish();
         assert!(problems.into_vec().is_empty());
         assert_eq!(c.queue_prefix, "replicator-");
@@ -122,5 +129,6 @@ mod tests {
             "{listed:?}"
         );
         assert!(listed[2].starts_with("cluster.maxClockSkew"), "{listed:?}");
+        assert!(listed[3].starts_with("cluster.stateDatabase"), "{listed:?}");
     }
 }

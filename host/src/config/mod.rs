@@ -263,7 +263,7 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
         None => {}
     }
     if let Some(mut s) = root.section("cluster") {
-        config.cluster = Some(cluster::parse(&mut s));
+        config.cluster = cluster::parse(&mut s);
         s.finish();
     }
     if let Some(v) = root.value("sources") {

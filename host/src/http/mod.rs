@@ -121,6 +121,9 @@ pub enum ApiError {
     NotQueued(#[source] crate::cluster::ClusterError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The cluster's queues or state database did not answer.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     /// A body, query or path parameter that does not parse (400, 415 or 422 as axum decides).
@@ -149,7 +152,7 @@ impl ApiError {
             ApiError::OverBudget(_)
             | ApiError::NotDurable(_)
             | ApiError::NotQueued(_)
-            | ApiError::Pipeline(PipelineError::Cluster(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Body(r) => r.status(),
             ApiError::Query(r) => r.status(),
             ApiError::Path(r) => r.status(),

@@ -44,8 +44,6 @@ pub enum PipelineError {
         "replay is not available in cluster mode: SQS keeps no events once delivered (use backfill)"
     )]
     NoReplayInCluster,
-    #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What the rest of the host sees of a replicator.
@@ -105,6 +103,7 @@ impl Pipeline {
         let mut background = Vec::new();
         let mut replicators = Vec::new();
         let mut workers = Vec::new();
+        let mut feeds = Vec::new();
         for r in &config.replicators {
             // A new replicator starts at the current head; history comes through backfill or replay.
             let cursor = match journal.cursor(&r.id).await? {
@@ -182,6 +181,7 @@ impl Pipeline {
                 let counters = ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone());
                 workers.push(tokio::spawn(supervise(worker, counters)));
                 if let Some(feed) = feed {
+                    feeds.push((r.id.clone(), feed.clone()));
                     background.push(tokio::spawn(feed.run()));
                 }
                 (Some(tx), Some(driver))
@@ -227,6 +227,13 @@ impl Pipeline {
                 })
                 .collect();
             let destinations = Arc::new(destinations);
+            let feeds: Vec<(String, Arc<Feed>)> = std::mem::take(&mut feeds);
+            background.push(tokio::spawn(cluster.clone().keep_watch(move || {
+                feeds
+                    .iter()
+                    .map(|(id, f)| (id.clone(), f.held() as u64))
+                    .collect()
+            })));
             for _ in 0..cluster.config.sequencers {
                 background.push(tokio::spawn(sequencer::run(
                     cluster.clone(),
@@ -303,17 +310,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Hands redriven dead letters to their replicators (in cluster mode, to their queues,
-    /// where any host takes them).
-    pub async fn redrive(&self, entries: Vec<DeadLetter>) -> Result<(), PipelineError> {
-        if let Some(cluster) = &self.cluster {
-            let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
-            cluster.redrive(entries).await?;
-            for id in ids {
-                self.journal.redrive_done(id).await?;
-            }
-            return Ok(());
-        }
+    /// Hands redriven dead letters to their replicators.
+    pub async fn redrive(&self, entries: Vec<DeadLetter>) {
         let mut by_replicator: std::collections::HashMap<String, Vec<DeadLetter>> =
             Default::default();
         for e in entries {
@@ -328,7 +326,6 @@ impl Pipeline {
                 let _ = control.send(Control::Redrive(list)).await;
             }
         }
-        Ok(())
     }
 
     /// Stops the workers; each saves its progress first.

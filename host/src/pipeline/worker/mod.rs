@@ -23,8 +23,8 @@ use tokio::task::JoinSet;
 
 use super::backfill::Backfills;
 use super::telemetry::{MonitorEvent, ReplicatorCounters, State};
-use crate::cluster::Envelope;
 use crate::cluster::feed::Feed;
+use crate::cluster::{Cluster, Envelope};
 use crate::delivery::{self as retry, Backoff};
 use crate::delivery::{DeliveryPolicy, Route, RouteIndex};
 use crate::drivers::{BatchOutcome, Delivery, DeliveryError, Driver};
@@ -83,6 +83,15 @@ impl Item {
     }
 }
 
+/// Why a dead letter could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum DeadLetterError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Shared(#[from] crate::s3db::store::StoreError),
+}
+
 /// What the worker and its tasks share.
 struct Shared {
     id: String,
@@ -92,6 +101,8 @@ struct Shared {
     journal: Arc<Journal>,
     counters: ReplicatorCounters,
     log_errors: bool,
+    /// In cluster mode dead letters go to the cluster's shared state.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -134,7 +145,7 @@ impl Shared {
         item: &Item,
         error: &str,
         transformed: bool,
-    ) -> Result<(), JournalError> {
+    ) -> Result<(), DeadLetterError> {
         let e = &item.event.event;
         let route = &self.routes[item.route];
         let entry = DeadLetter {
@@ -153,8 +164,20 @@ impl Shared {
             transformed,
             event: (*item.event).clone(),
         };
-        let id = self.journal.dead_letter(entry).await.inspect_err(|je| {
-            tracing::error!(replicator = %self.id, error = %je, "cannot store a dead letter; the record stays queued");
+        let stored = match &self.cluster {
+            Some(c) => c
+                .state
+                .put_dead_letter(entry, || c.clock.next())
+                .await
+                .map_err(DeadLetterError::from),
+            None => self
+                .journal
+                .dead_letter(entry)
+                .await
+                .map_err(DeadLetterError::from),
+        };
+        let id = stored.inspect_err(|e| {
+            tracing::error!(replicator = %self.id, error = %e, "cannot store a dead letter; the record stays queued");
         })?;
         self.counters.dead_lettered();
         tracing::warn!(replicator = %self.id, resource = %e.resource, id = %e.id, sequence = item.event.sequence, dead_letter = id, error, "dead-lettered");
@@ -255,6 +278,7 @@ impl Worker {
                 journal: p.journal,
                 counters: p.counters,
                 log_errors: p.log_errors,
+                cluster: p.feed.as_ref().map(|f| f.cluster().clone()),
             }),
             routes,
             control: p.control,
@@ -444,7 +468,7 @@ impl Worker {
             let mut events = Vec::with_capacity(received.len());
             for envelope in received {
                 match envelope {
-                    Envelope::Event(e) => events.push(e),
+                    Envelope::Event(e) => events.push(*e),
                     Envelope::Redrive(entry) => self.redrive(vec![*entry]).await,
                 }
             }
