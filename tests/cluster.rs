@@ -2,6 +2,8 @@
 //! killed with kill -9 in the middle of a stream, and still every acknowledged event arrives,
 //! each key's changes in order, and PostgreSQL ends exactly at the state the events describe.
 
+use replicator_tests::s3dbjs::{converged, holdings, write};
+use replicator_tests::sqs::Sqs;
 use replicator_tests::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -242,4 +244,62 @@ async fn dead_letters_are_shared_and_redriven_from_another_host() {
         a.dead_letters("").await.is_empty(),
         "the redriven entry left the shared queue"
     );
+}
+
+/// Capture in cluster mode: three hosts read the same notification queue while s3db.js, in
+/// another process, streams inserts, updates, deletes and re-inserts; one host is killed
+/// with kill -9 mid-stream. PostgreSQL still ends exactly at what s3db.js holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_share_a_notification_queue_and_end_at_the_bucket_state() {
+    let sqs = Sqs::moto().await;
+    let (bucket, queue) = sqs.notified_bucket("cluster-capture").await;
+    let db = S3dbTarget::at(sqs.database(&bucket, "app"));
+    let pg = Pg::connect("cluster_capture").await;
+    let config = format!(
+        "{}sources:\n{}replicators:\n{}",
+        cluster_section("capture"),
+        sqs.notifications_source("app", &db.conn, &queue),
+        pg.replicator("pg", "[users]", "      mode: document\n")
+    );
+    write(
+        &db,
+        vec![
+            json!({"op": "createResource", "name": "users", "attributes": {"name": "string", "n": "number|optional"}}),
+        ],
+    );
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(Host::start(&config).await);
+    }
+    let mut commands = Vec::new();
+    for round in 0..6 {
+        for k in 0..15 {
+            let id = format!("k{k:02}");
+            commands.push(match (round, k % 5) {
+                (0, _) => json!({"op": "insert", "resource": "users", "data": {"id": id, "name": "first", "n": 0}}),
+                (3, 0) => json!({"op": "delete", "resource": "users", "id": id}),
+                (4, 0) => json!({"op": "insert", "resource": "users", "data": {"id": id, "name": "back", "n": round}}),
+                _ => json!({"op": "update", "resource": "users", "id": id, "data": {"n": round}}),
+            });
+        }
+    }
+    let conn = db.conn.clone();
+    let writer = std::thread::spawn(move || write(&S3dbTarget::at(conn), commands));
+    eventually(
+        Duration::from_secs(30),
+        "some changes replicated",
+        || async { (!pg.rows("users").await.is_empty()).then_some(()) },
+    )
+    .await;
+    let mid_stream = !writer.is_finished();
+    hosts[2].kill9();
+    writer.join().unwrap();
+    assert!(mid_stream, "the writer ended before the host was killed");
+    let expected = holdings(&db, &["users"]);
+    assert_eq!(expected["users"].len(), 15);
+    assert!(
+        expected["users"].values().all(|r| r["n"] == 5),
+        "{expected:?}"
+    );
+    converged(&pg, &expected).await;
 }

@@ -96,6 +96,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         journal.clone(),
         telemetry.clone(),
         config.journal.max_bytes,
+        cluster.as_ref().map(|c| c.forwarded.subscribe()),
     );
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -169,7 +170,7 @@ mod tests {
             .await
             .unwrap();
         let state = Arc::new(AppState {
-            sources: Sources::start(&[], journal.clone(), telemetry.clone(), u64::MAX),
+            sources: Sources::start(&[], journal.clone(), telemetry.clone(), u64::MAX, None),
             config,
             journal,
             pipeline,

@@ -6,6 +6,7 @@
 
 pub mod bigquery;
 pub mod load;
+pub mod s3dbjs;
 pub mod sqs;
 
 use axum::Router;

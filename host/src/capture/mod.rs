@@ -9,6 +9,7 @@ pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,7 @@ impl Sources {
         journal: Arc<Journal>,
         telemetry: Arc<Telemetry>,
         journal_budget: u64,
+        forwarded: Option<watch::Receiver<u64>>,
     ) -> Sources {
         let shutdown = CancellationToken::new();
         let mut handles = Vec::new();
@@ -60,6 +62,7 @@ impl Sources {
                 journal.clone(),
                 counters,
                 journal_budget,
+                forwarded.clone(),
                 shutdown.clone(),
             )));
         }
@@ -89,6 +92,7 @@ async fn run(
     journal: Arc<Journal>,
     counters: SourceCounters,
     journal_budget: u64,
+    forwarded: Option<watch::Receiver<u64>>,
     shutdown: CancellationToken,
 ) {
     let mut outage = Outage::default();
@@ -113,7 +117,14 @@ async fn run(
     tracing::info!(source = %config.id, mode = config.mode(), database = %config.connection.shown, "capturing changes");
     let notifications = config.notifications.clone();
     let poll = config.poll.clone();
-    let source = Arc::new(Source::new(config, db, journal, counters, journal_budget));
+    let source = Arc::new(Source::new(
+        config,
+        db,
+        journal,
+        counters,
+        journal_budget,
+        forwarded,
+    ));
     let mut modes = Vec::new();
     if let Some(n) = notifications {
         modes.push(tokio::spawn(notifications::run(

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 use super::stats::{Skip, SourceCounters};
 use crate::config::sources::SourceConfig;
@@ -87,6 +88,8 @@ pub struct Source {
     pub journal: Arc<Journal>,
     pub counters: SourceCounters,
     journal_budget: u64,
+    /// In cluster mode: how far the forwarder sent the journal on to the intake queue.
+    forwarded: Option<watch::Receiver<u64>>,
     locks: KeyLocks,
     /// Requests already added to the metric.
     requests_reported: AtomicU64,
@@ -99,6 +102,7 @@ impl Source {
         journal: Arc<Journal>,
         counters: SourceCounters,
         journal_budget: u64,
+        forwarded: Option<watch::Receiver<u64>>,
     ) -> Source {
         Source {
             config,
@@ -106,6 +110,7 @@ impl Source {
             journal,
             counters,
             journal_budget,
+            forwarded,
             locks: KeyLocks::default(),
             requests_reported: AtomicU64::new(0),
         }
@@ -243,15 +248,22 @@ impl Source {
             .await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut appended = 0;
+        let mut newest = 0;
         for (outcome, changed_at_ms) in outcomes.into_iter().zip(lags) {
             match outcome {
-                Outcome::Appended { action, .. } => {
+                Outcome::Appended { action, sequence } => {
                     appended += 1;
+                    newest = sequence;
                     self.counters
                         .captured(action, (now - changed_at_ms) as f64 / 1000.0);
                 }
                 Outcome::Unchanged => self.counters.skipped(Skip::Unchanged),
             }
+        }
+        // In cluster mode what was read is done once the intake queue has it: a host that
+        // dies before leaves its notifications to the others.
+        if let Some(forwarded) = &self.forwarded {
+            let _ = forwarded.clone().wait_for(|f| *f >= newest).await;
         }
         Ok(appended)
     }

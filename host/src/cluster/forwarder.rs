@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Cluster, ClusterError};
+use super::{Accepted, Cluster, ClusterError};
 use crate::journal::Journal;
 
 /// The forwarder's cursor in the journal.
@@ -13,6 +13,12 @@ pub const POSITION: &str = "cluster-forwarder";
 
 pub async fn run(cluster: Arc<Cluster>, journal: Arc<Journal>) {
     let mut head = journal.subscribe_head();
+    match journal.cursor(POSITION).await {
+        Ok(position) => {
+            cluster.forwarded.send_replace(position.unwrap_or(0));
+        }
+        Err(e) => cluster.report("forwarder", Err(&e.into())),
+    }
     loop {
         match forward(&cluster, &journal).await {
             Ok(true) => cluster.report("forwarder", Ok(())),
@@ -37,8 +43,14 @@ async fn forward(cluster: &Cluster, journal: &Journal) -> Result<bool, ClusterEr
         return Ok(false);
     };
     cluster
-        .accept(events.into_iter().map(|e| (e.event, e.received_at_ms)))
+        .send_intake(events.into_iter().map(|e| Accepted {
+            identity: String::new(),
+            received_at_ms: e.received_at_ms,
+            captured: e.event.source.clone(),
+            event: e.event,
+        }))
         .await?;
     journal.commit_cursor(POSITION, last).await?;
+    cluster.forwarded.send_replace(last);
     Ok(true)
 }

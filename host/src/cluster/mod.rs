@@ -7,6 +7,7 @@ pub mod clock;
 pub mod feed;
 pub mod forwarder;
 pub mod queues;
+pub mod refresh;
 pub mod sequencer;
 pub mod state;
 
@@ -25,6 +26,7 @@ use queues::{Depth, Outgoing, Queues};
 use state::SharedState;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -48,6 +50,8 @@ pub enum ClusterError {
     },
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("cannot read a captured record again from its bucket: {0}")]
+    Refresh(#[source] crate::s3db::S3dbError),
     #[error("the cluster's state database: {0}")]
     State(#[from] crate::s3db::store::StoreError),
     #[error("cannot encode a queue message: {0}")]
@@ -75,6 +79,9 @@ pub struct Accepted {
     pub identity: String,
     pub received_at_ms: i64,
     pub event: Event,
+    /// The source that captured it from its bucket (read again when sequenced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured: Option<String>,
 }
 
 /// What a replicator's queue carries: a versioned event, or a dead letter sent again.
@@ -97,6 +104,8 @@ pub struct Cluster {
     /// Each queue's depth as last measured, by replicator id (`""`: the intake queue).
     depths: std::sync::Mutex<BTreeMap<String, Depth>>,
     started_at: String,
+    /// How far the forwarder sent the local journal on (captured changes).
+    pub forwarded: watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -113,23 +122,35 @@ impl Cluster {
             last_error: Default::default(),
             depths: Default::default(),
             started_at: crate::event::now_rfc3339(),
+            forwarded: watch::channel(0).0,
         }))
     }
 
-    /// Sends accepted events to the intake queue; returns once SQS holds every one.
+    /// Sends posted events to the intake queue; returns once SQS holds every one.
     pub async fn accept(
         &self,
-        events: impl IntoIterator<Item = (Event, i64)>,
+        events: Vec<Event>,
+        received_at_ms: i64,
+    ) -> Result<(), ClusterError> {
+        self.send_intake(events.into_iter().map(|event| Accepted {
+            identity: String::new(),
+            received_at_ms,
+            event,
+            captured: None,
+        }))
+        .await
+    }
+
+    /// Sends events to the intake queue, each under its identity (filled in here).
+    async fn send_intake(
+        &self,
+        events: impl IntoIterator<Item = Accepted>,
     ) -> Result<(), ClusterError> {
         let mut messages = Vec::new();
-        for (index, (event, received_at_ms)) in events.into_iter().enumerate() {
-            let identity = identity(&event)?;
-            let (resource, id) = (event.resource.clone(), event.id.clone());
-            let body = serde_json::to_string(&Accepted {
-                identity: identity.clone(),
-                received_at_ms,
-                event,
-            })?;
+        for (index, mut accepted) in events.into_iter().enumerate() {
+            accepted.identity = identity(&accepted.event)?;
+            let (resource, id) = (accepted.event.resource.clone(), accepted.event.id.clone());
+            let body = serde_json::to_string(&accepted)?;
             if body.len() > queues::MAX_MESSAGE_BYTES {
                 return Err(ClusterError::TooLarge {
                     index,
@@ -137,7 +158,7 @@ impl Cluster {
                     max: queues::MAX_MESSAGE_BYTES,
                 });
             }
-            messages.push(Outgoing::new(&resource, &id, &identity, body));
+            messages.push(Outgoing::new(&resource, &id, &accepted.identity, body));
         }
         self.queues.send(&self.queues.intake, messages).await
     }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::queues::Outgoing;
+use super::queues::{Outgoing, Received};
+use super::refresh::Refresh;
 use super::{Accepted, Cluster, ClusterError, Envelope};
 use crate::delivery::RouteIndex;
 use crate::event::StoredEvent;
@@ -17,9 +18,13 @@ pub struct Destination {
     pub routes: RouteIndex,
 }
 
-pub async fn run(cluster: Arc<Cluster>, destinations: Arc<Vec<Destination>>) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    destinations: Arc<Vec<Destination>>,
+    refresh: Arc<Refresh>,
+) {
     loop {
-        let outcome = round(&cluster, &destinations).await;
+        let outcome = round(&cluster, &destinations, &refresh).await;
         cluster.report("sequencer", outcome.as_ref().map(|_| ()));
         if outcome.is_err() {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -28,7 +33,11 @@ pub async fn run(cluster: Arc<Cluster>, destinations: Arc<Vec<Destination>>) {
 }
 
 /// One receive: versions given, events fanned out, intake messages deleted.
-async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize, ClusterError> {
+async fn round(
+    cluster: &Cluster,
+    destinations: &[Destination],
+    refresh: &Refresh,
+) -> Result<usize, ClusterError> {
     let queues = &cluster.queues;
     let received = queues.receive(&queues.intake).await?;
     if received.is_empty() {
@@ -45,9 +54,20 @@ async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize,
                 continue;
             }
         };
+        let event = match &accepted.captured {
+            Some(source) => match refresh.apply(source, accepted.event).await {
+                Ok(event) => event,
+                Err(e) => {
+                    let _ = queues
+                        .extend(&queues.intake, &receipts_of(&received), Duration::ZERO)
+                        .await;
+                    return Err(ClusterError::Refresh(e));
+                }
+            },
+            None => accepted.event,
+        };
         let version = cluster.clock.next();
         newest = version;
-        let event = accepted.event;
         let takers: Vec<&Destination> = destinations
             .iter()
             .filter(|d| {
@@ -81,7 +101,7 @@ async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize,
             .map(|(queue, messages)| queues.send(queue, messages)),
     )
     .await;
-    let receipts: Vec<String> = received.into_iter().map(|m| m.receipt).collect();
+    let receipts = receipts_of(&received);
     if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
         // Handed back at once; what was sent is deduplicated when sent again.
         let _ = queues
@@ -92,4 +112,8 @@ async fn round(cluster: &Cluster, destinations: &[Destination]) -> Result<usize,
     cluster.clock.settle(newest).await;
     queues.delete(&queues.intake, &receipts).await?;
     Ok(receipts.len())
+}
+
+fn receipts_of(received: &[Received]) -> Vec<String> {
+    received.iter().map(|m| m.receipt.clone()).collect()
 }

@@ -153,7 +153,7 @@ pub async fn post_events(
         let n = events.len();
         let received_at = chrono::Utc::now().timestamp_millis();
         cluster
-            .accept(events.into_iter().map(|e| (e, received_at)))
+            .accept(events, received_at)
             .await
             .map_err(|e| match e {
                 ClusterError::TooLarge { index, .. } => ApiError::InvalidEvents {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::cluster::feed::Feed;
+use crate::cluster::refresh::Refresh;
 use crate::cluster::sequencer::{self, Destination};
 use crate::cluster::{Cluster, forwarder};
 use crate::config::{Config, DriverKind, JournalConfig};
@@ -227,6 +228,7 @@ impl Pipeline {
                 })
                 .collect();
             let destinations = Arc::new(destinations);
+            let refresh = Arc::new(Refresh::new(&config.sources));
             let feeds: Vec<(String, Arc<Feed>)> = std::mem::take(&mut feeds);
             background.push(tokio::spawn(cluster.clone().keep_watch(move || {
                 feeds
@@ -238,6 +240,7 @@ impl Pipeline {
                 background.push(tokio::spawn(sequencer::run(
                     cluster.clone(),
                     destinations.clone(),
+                    refresh.clone(),
                 )));
             }
             background.push(tokio::spawn(forwarder::run(
