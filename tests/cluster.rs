@@ -229,6 +229,26 @@ async fn dead_letters_are_shared_and_redriven_from_another_host() {
     .await;
     let hook = &status["replicators"][0];
     assert_eq!(hook["deadLettered"], 1, "{status}");
+    let printed = std::process::Command::new(binary())
+        .args(["status", "--url", &a.url("")])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("cluster: this host"), "{printed}");
+    assert_eq!(
+        printed.matches(" yes ").count(),
+        2,
+        "two hosts alive: {printed}"
+    );
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("replicator_cluster_queue_messages{queue=\"intake\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("replicator_cluster_sqs_requests_total 0\n"),
+        "{metrics}"
+    );
 
     rx.accept_all();
     let (code, redriven) = b.post("/v1/dlq/redrive", json!({"all": true})).await;

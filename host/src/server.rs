@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::http::{ApiDoc, AppState, require_token};
 use crate::journal::Journal;
 use crate::pipeline::Pipeline;
-use crate::pipeline::telemetry::Telemetry;
+use crate::pipeline::telemetry::{MonitorEvent, Telemetry};
 use crate::{admin, intake};
 
 /// The whole HTTP API and its OpenAPI description, both made from the features' routers.
@@ -83,7 +83,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cluster = match &config.cluster {
         Some(c) => {
             let ids: Vec<String> = config.replicators.iter().map(|r| r.id.clone()).collect();
-            let cluster = Cluster::join(c.clone(), &ids).await?;
+            let stream = telemetry.clone();
+            let notify: crate::cluster::Notify = Arc::new(move |task, error| {
+                stream.emit(MonitorEvent::replicator_wide(
+                    "cluster_error",
+                    "*",
+                    format!("{task}: {error}"),
+                ));
+            });
+            let cluster =
+                Cluster::join(c.clone(), &ids, telemetry.metrics.cluster.clone(), notify).await?;
             tracing::info!(host = %c.host_id, intake = %crate::redact::url(&cluster.queues.intake), "cluster mode: the durable log is SQS FIFO");
             Some(cluster)
         }

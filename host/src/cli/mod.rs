@@ -509,6 +509,42 @@ fn print_status(status: &serde_json::Value) {
         "journal: head {} oldest kept {} ({} bytes undelivered)",
         j["head"], j["oldestRetained"], j["liveBytes"]
     );
+    if let Some(c) = status.get("cluster").filter(|c| c.is_object()) {
+        print_cluster(c);
+    }
+}
+
+/// Cluster mode: the hosts seen and the intake queue.
+fn print_cluster(c: &serde_json::Value) {
+    println!(
+        "\ncluster: this host {}, intake backlog {}{}",
+        c["hostId"].as_str().unwrap_or(""),
+        c["intakeBacklog"],
+        c["lastError"]
+            .as_str()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<32} {:<6} {:>10} {:<25}  held per replicator",
+        "host", "alive", "seen s ago", "started at"
+    );
+    for h in c["hosts"].as_array().into_iter().flatten() {
+        let held: Vec<String> = h["held"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
+        println!(
+            "{:<32} {:<6} {:>10.1} {:<25}  {}",
+            h["hostId"].as_str().unwrap_or(""),
+            if h["alive"] == true { "yes" } else { "no" },
+            h["seenSecondsAgo"].as_f64().unwrap_or(0.0),
+            h["startedAt"].as_str().unwrap_or(""),
+            held.join(", ")
+        );
+    }
 }
 
 /// One source of events to send, with what to call it in messages.

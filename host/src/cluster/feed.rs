@@ -89,6 +89,27 @@ impl Feed {
         self.cluster.backlog(&self.replicator)
     }
 
+    /// Hands every held message back to the queue at once (at shutdown, once the worker
+    /// stopped), so other hosts need not wait out the visibility timeout.
+    pub async fn release(&self) {
+        let receipts: Vec<String> = {
+            let mut held = self.held.lock().expect("feed lock");
+            held.drain().flat_map(|(_, r)| r).collect()
+        };
+        if receipts.is_empty() {
+            return;
+        }
+        let queues = &self.cluster.queues;
+        match queues.extend(&self.queue, &receipts, Duration::ZERO).await {
+            Ok(()) => {
+                tracing::info!(replicator = %self.replicator, messages = receipts.len(), "held messages handed back to the cluster")
+            }
+            Err(e) => {
+                tracing::warn!(replicator = %self.replicator, error = %e, "held messages could not be handed back; other hosts take them after the visibility timeout")
+            }
+        }
+    }
+
     /// Messages received and not yet done.
     pub fn held(&self) -> usize {
         self.held

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod feed;
 pub mod forwarder;
+pub mod metrics;
 pub mod queues;
 pub mod refresh;
 pub mod sequencer;
@@ -22,6 +23,7 @@ use crate::config::cluster::ClusterConfig;
 use crate::event::{Event, StoredEvent};
 use crate::journal::DeadLetter;
 use clock::Clock;
+use metrics::{ClusterMetrics, QueueLabel, TaskLabel};
 use queues::{Depth, Outgoing, Queues};
 use state::SharedState;
 use std::collections::BTreeMap;
@@ -106,14 +108,22 @@ pub struct Cluster {
     started_at: String,
     /// How far the forwarder sent the local journal on (captured changes).
     pub forwarded: watch::Sender<u64>,
+    pub metrics: ClusterMetrics,
+    /// Told of each failed round of a cluster task (the event stream says it).
+    notify: Notify,
 }
+
+/// Told of each failure of a cluster task: the task and the error.
+pub type Notify = Arc<dyn Fn(&'static str, &str) + Send + Sync>;
 
 impl Cluster {
     pub async fn join(
         config: ClusterConfig,
         replicators: &[String],
+        metrics: ClusterMetrics,
+        notify: Notify,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let queues = Queues::open(&config, replicators).await?;
+        let queues = Queues::open(&config, replicators, metrics.requests.clone()).await?;
         Ok(Arc::new(Cluster {
             state: SharedState::open(&config.state_database).await,
             clock: Clock::new(config.max_clock_skew),
@@ -123,6 +133,8 @@ impl Cluster {
             depths: Default::default(),
             started_at: crate::event::now_rfc3339(),
             forwarded: watch::channel(0).0,
+            metrics,
+            notify,
         }))
     }
 
@@ -192,13 +204,16 @@ impl Cluster {
 
 impl Cluster {
     /// Records how a cluster task is doing: an error stays shown until the next success.
-    pub fn report(&self, task: &str, outcome: Result<(), &ClusterError>) {
+    pub fn report(&self, task: &'static str, outcome: Result<(), &ClusterError>) {
         let mut last = self.last_error.lock().expect("cluster error lock");
         match outcome {
             Ok(()) => *last = None,
             Err(e) => {
                 tracing::error!(task, error = %e, "cluster task failed; retrying");
-                *last = Some(format!("{task}: {e}"));
+                self.metrics.errors.get_or_create(&TaskLabel { task }).inc();
+                let error = e.to_string();
+                (self.notify)(task, &error);
+                *last = Some(format!("{task}: {error}"));
             }
         }
     }
@@ -233,6 +248,13 @@ impl Cluster {
             for (id, url) in queues {
                 match self.queues.depth(url).await {
                     Ok(d) => {
+                        let queue = if id.is_empty() { "intake" } else { id };
+                        self.metrics
+                            .queue_messages
+                            .get_or_create(&QueueLabel {
+                                queue: queue.to_string(),
+                            })
+                            .set((d.visible + d.in_flight) as i64);
                         self.depths
                             .lock()
                             .expect("depths lock")

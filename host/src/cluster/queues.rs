@@ -5,9 +5,8 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ClusterError;
@@ -60,7 +59,7 @@ pub struct Queues {
     pub replicators: HashMap<String, String>,
     visibility: Duration,
     wait: Duration,
-    requests: Arc<AtomicU64>,
+    requests: Counter,
 }
 
 impl Queues {
@@ -68,9 +67,9 @@ impl Queues {
     pub async fn open(
         config: &ClusterConfig,
         replicators: &[String],
+        requests: Counter,
     ) -> Result<Queues, ClusterError> {
         let client = aws_sdk_sqs::Client::new(&config.access.sdk_config().await);
-        let requests = Arc::new(AtomicU64::new(0));
         let url = |name: String| {
             let client = client.clone();
             let requests = requests.clone();
@@ -91,13 +90,8 @@ impl Queues {
         })
     }
 
-    /// Requests made to SQS so far.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
     fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.inc();
     }
 
     /// Sends every message, in order, in as few requests as fit; an error when any is not
@@ -324,14 +318,16 @@ async fn queue_url(
     client: &aws_sdk_sqs::Client,
     name: &str,
     config: &ClusterConfig,
-    requests: &AtomicU64,
+    requests: &Counter,
 ) -> Result<String, ClusterError> {
-    requests.fetch_add(1, Ordering::Relaxed);
+    requests.inc();
     if config.create_queues {
         let created = client
             .create_queue()
             .queue_name(name)
             .attributes(QueueAttributeName::FifoQueue, "true")
+            // The longest SQS keeps a message: a replicator paused this long loses events.
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
             .attributes(
                 QueueAttributeName::VisibilityTimeout,
                 config.visibility_timeout.as_secs().to_string(),

@@ -1,10 +1,12 @@
 //! The sequencer, run by every host: takes events off the intake queue (SQS hands a key's
 //! events to one host at a time, in order), gives each its version, sends it to the queue of
-//! every replicator that takes it, and only then deletes it from the intake queue.
+//! every replicator that takes it, and only then deletes it from the intake queue. Deletes
+//! wait out the clock skew on their own tasks, so the next receive does not wait for them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::{JoinError, JoinSet};
 
 use super::queues::{Outgoing, Received};
 use super::refresh::Refresh;
@@ -23,25 +25,67 @@ pub async fn run(
     destinations: Arc<Vec<Destination>>,
     refresh: Arc<Refresh>,
 ) {
+    let mut releasing = JoinSet::new();
     loop {
-        let outcome = round(&cluster, &destinations, &refresh).await;
-        cluster.report("sequencer", outcome.as_ref().map(|_| ()));
-        if outcome.is_err() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        while releasing.len() >= RELEASING_MAX
+            && let Some(done) = releasing.join_next().await
+        {
+            report_release(&cluster, done);
+        }
+        while let Some(done) = releasing.try_join_next() {
+            report_release(&cluster, done);
+        }
+        match round(&cluster, &destinations, &refresh).await {
+            Ok(Some(release)) => {
+                cluster.report("sequencer", Ok(()));
+                cluster
+                    .metrics
+                    .sequenced
+                    .inc_by(release.receipts.len() as u64);
+                releasing.spawn(finish(cluster.clone(), release));
+            }
+            Ok(None) => cluster.report("sequencer", Ok(())),
+            Err(e) => {
+                cluster.report("sequencer", Err(&e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
 
-/// One receive: versions given, events fanned out, intake messages deleted.
+/// Rounds of one sequencer whose intake messages are still being deleted, at most.
+const RELEASING_MAX: usize = 4;
+
+/// A round's intake messages, deleted once every host's clock is past their newest version.
+struct Release {
+    newest: u64,
+    receipts: Vec<String>,
+}
+
+async fn finish(cluster: Arc<Cluster>, release: Release) -> Result<(), ClusterError> {
+    cluster.clock.settle(release.newest).await;
+    let queues = &cluster.queues;
+    queues.delete(&queues.intake, &release.receipts).await
+}
+
+fn report_release(cluster: &Cluster, done: Result<Result<(), ClusterError>, JoinError>) {
+    // Not deleted: they come back after the visibility timeout, and the replicators' queues
+    // drop them as duplicates.
+    if let Ok(Err(e)) = done {
+        cluster.report("sequencer", Err(&e));
+    }
+}
+
+/// One receive: versions given and events fanned out; `None` when nothing came.
 async fn round(
     cluster: &Cluster,
     destinations: &[Destination],
     refresh: &Refresh,
-) -> Result<usize, ClusterError> {
+) -> Result<Option<Release>, ClusterError> {
     let queues = &cluster.queues;
     let received = queues.receive(&queues.intake).await?;
     if received.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let mut fan_out: HashMap<&str, Vec<Outgoing>> = HashMap::new();
     let mut newest = 0;
@@ -109,9 +153,7 @@ async fn round(
             .await;
         return Err(e);
     }
-    cluster.clock.settle(newest).await;
-    queues.delete(&queues.intake, &receipts).await?;
-    Ok(receipts.len())
+    Ok(Some(Release { newest, receipts }))
 }
 
 fn receipts_of(received: &[Received]) -> Vec<String> {

@@ -77,6 +77,8 @@ pub struct Pipeline {
     journal: Arc<Journal>,
     /// Set in cluster mode.
     cluster: Option<Arc<Cluster>>,
+    /// In cluster mode: each running replicator's feed on this host.
+    feeds: Vec<Arc<Feed>>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     background: Vec<JoinHandle<()>>,
 }
@@ -229,9 +231,9 @@ impl Pipeline {
                 .collect();
             let destinations = Arc::new(destinations);
             let refresh = Arc::new(Refresh::new(&config.sources));
-            let feeds: Vec<(String, Arc<Feed>)> = std::mem::take(&mut feeds);
+            let watched: Vec<(String, Arc<Feed>)> = feeds.clone();
             background.push(tokio::spawn(cluster.clone().keep_watch(move || {
-                feeds
+                watched
                     .iter()
                     .map(|(id, f)| (id.clone(), f.held() as u64))
                     .collect()
@@ -262,6 +264,7 @@ impl Pipeline {
             replicators,
             journal,
             cluster,
+            feeds: feeds.into_iter().map(|(_, f)| f).collect(),
             workers: std::sync::Mutex::new(workers),
             background,
         })
@@ -344,6 +347,9 @@ impl Pipeline {
         let workers = std::mem::take(&mut *self.workers.lock().expect("workers lock"));
         for t in workers {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        for feed in &self.feeds {
+            feed.release().await;
         }
     }
 }

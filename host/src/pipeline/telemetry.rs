@@ -59,6 +59,7 @@ pub struct Metrics {
     pub destination_requests: Family<ReplicatorLabel, Counter>,
     pub plugin_requests_denied: crate::plugins::egress::DeniedRequests,
     pub plugin_reloads: crate::plugins::live::Reloads,
+    pub cluster: crate::cluster::metrics::ClusterMetrics,
     pub captured: Family<SourceActionLabel, Counter>,
     pub capture_skipped: Family<SourceReasonLabel, Counter>,
     pub capture_lag: Family<SourceLabel, Histogram, fn() -> Histogram>,
@@ -191,8 +192,11 @@ impl Default for Metrics {
             "New versions of plugin files swapped in (reloaded) or refused, per plugin",
             plugin_reloads.clone(),
         );
+        let cluster = crate::cluster::metrics::ClusterMetrics::default();
+        cluster.register(&mut registry);
         Metrics {
             registry,
+            cluster,
             captured,
             capture_skipped,
             capture_lag,
