@@ -323,3 +323,119 @@ async fn hosts_share_a_notification_queue_and_end_at_the_bucket_state() {
     );
     converged(&pg, &expected).await;
 }
+
+/// A backfill in cluster mode: its copies go through the cluster, and a copy never undoes a
+/// live change made after the backfill started, even when sequenced after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfill_copy_never_overwrites_a_later_live_change() {
+    let pg = Pg::connect("cluster_backfill").await;
+    let rx = Receiver::start().await;
+    let config = format!(
+        "{}replicators:\n{}  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n",
+        cluster_section("backfill"),
+        pg.replicator("pg", "[items]", ""),
+        rx.url("/hook")
+    );
+    let a = Host::start(&config).await;
+    let b = Host::start(&config).await;
+    let db = S3dbTarget::file();
+    let mut commands = vec![
+        json!({"op": "createResource", "name": "items", "attributes": {"name": "string", "n": "number"}}),
+    ];
+    commands.extend((0..20).map(|i| json!({"op": "insert", "resource": "items", "data": {"id": format!("i{i:02}"), "name": "x", "n": 0}})));
+    write(&db, commands);
+
+    let (code, started) = a.post("/v1/backfills", json!({"source": "by hand"})).await;
+    assert_eq!(code, 201, "{started}");
+    // The application changes i00 after the backfill started, and says so.
+    write(
+        &db,
+        vec![json!({"op": "update", "resource": "items", "id": "i00", "data": {"n": 99}})],
+    );
+    a.send(json!(update("items", "i00", json!({"name": "x", "n": 99}))))
+        .await;
+    let n_of = |rows: Vec<Value>, id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["n"].as_f64().unwrap() as i64)
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the live change in PostgreSQL",
+        || async { (n_of(pg.rows("items").await, "i00") == Some(99)).then_some(()) },
+    )
+    .await;
+    // A copy read before that change arrives only now.
+    let stale = json!(update("items", "i00", json!({"name": "x", "n": 0})));
+    let r = a
+        .http
+        .post(a.url(&format!("/v1/events?backfill={}", started["id"])))
+        .json(&stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let copy = eventually(
+        Duration::from_secs(30),
+        "the stale copy at the webhook",
+        || async {
+            rx.accepted()
+                .iter()
+                .map(Received::json)
+                .find(|e| e["id"] == "i00" && e["data"]["n"] == 0)
+        },
+    )
+    .await;
+    let live = rx
+        .accepted()
+        .iter()
+        .map(Received::json)
+        .find(|e| e["id"] == "i00" && e["data"]["n"] == 99)
+        .unwrap();
+    assert!(
+        copy["sequence"].as_u64() < live["sequence"].as_u64(),
+        "a copy is versioned below the backfill's start: {copy} {live}"
+    );
+    let (code, _) = a
+        .post(
+            &format!("/v1/backfills/{}/finish", started["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200);
+
+    // The whole database through the command, against the other host.
+    let checkpoint = a.dir.path().join("backfill.json");
+    let out = std::process::Command::new(binary())
+        .args(["backfill", "--source", &db.conn, "--url", &b.url("")])
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(30),
+        "every record in PostgreSQL",
+        || async {
+            let rows = pg.rows("items").await;
+            (rows.len() == 20).then_some(())
+        },
+    )
+    .await;
+    let rows = pg.rows("items").await;
+    assert_eq!(
+        n_of(rows.clone(), "i00"),
+        Some(99),
+        "the stale copy lost to the live change"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r["id"] != "i00")
+            .all(|r| r["n"] == 0),
+        "{rows:?}"
+    );
+}

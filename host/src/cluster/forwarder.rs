@@ -48,6 +48,7 @@ async fn forward(cluster: &Cluster, journal: &Journal) -> Result<bool, ClusterEr
             received_at_ms: e.received_at_ms,
             captured: e.event.source.clone(),
             event: e.event,
+            backfill: None,
         }))
         .await?;
     journal.commit_cursor(POSITION, last).await?;

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::config::cluster::ClusterConfig;
-use crate::event::{Event, StoredEvent};
+use crate::event::{BackfillTag, Event, StoredEvent};
 use crate::journal::DeadLetter;
 use clock::Clock;
 use metrics::{ClusterMetrics, QueueLabel, TaskLabel};
@@ -84,6 +84,9 @@ pub struct Accepted {
     /// The source that captured it from its bucket (read again when sequenced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured: Option<String>,
+    /// Set on a backfill's copies: versioned below the backfill's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillTag>,
 }
 
 /// What a replicator's queue carries: a versioned event, or a dead letter sent again.
@@ -138,17 +141,20 @@ impl Cluster {
         }))
     }
 
-    /// Sends posted events to the intake queue; returns once SQS holds every one.
+    /// Sends posted events (a backfill's copies when tagged) to the intake queue; returns
+    /// once SQS holds every one.
     pub async fn accept(
         &self,
         events: Vec<Event>,
         received_at_ms: i64,
+        backfill: Option<BackfillTag>,
     ) -> Result<(), ClusterError> {
         self.send_intake(events.into_iter().map(|event| Accepted {
             identity: String::new(),
             received_at_ms,
             event,
             captured: None,
+            backfill: backfill.clone(),
         }))
         .await
     }

@@ -16,6 +16,7 @@ use crate::event::StoredEvent;
 
 /// A replicator's queue and which events its routes take.
 pub struct Destination {
+    pub replicator: String,
     pub queue: String,
     pub routes: RouteIndex,
 }
@@ -52,6 +53,9 @@ pub async fn run(
         }
     }
 }
+
+/// How far below its backfill's start a copy's version may go (µs).
+const COPY_SPREAD: u64 = 1_000_000;
 
 /// Rounds of one sequencer whose intake messages are still being deleted, at most.
 const RELEASING_MAX: usize = 4;
@@ -110,14 +114,25 @@ async fn round(
             },
             None => accepted.event,
         };
-        let version = cluster.clock.next();
-        newest = version;
+        // A backfill's copies go below its start: a live change made since wins at every
+        // guarded destination, whichever arrives first. Distinct, so each is acked alone.
+        let version = match &accepted.backfill {
+            Some(tag) => tag
+                .since
+                .saturating_sub(1 + cluster.clock.next() % COPY_SPREAD),
+            None => cluster.clock.next(),
+        };
+        newest = newest.max(version);
         let takers: Vec<&Destination> = destinations
             .iter()
             .filter(|d| {
-                d.routes
-                    .routes_of(&event.resource, event.action)
-                    .is_some_and(|r| !r.is_empty())
+                let aimed = accepted.backfill.as_ref().is_none_or(|tag| {
+                    tag.replicators.is_empty() || tag.replicators.contains(&d.replicator)
+                });
+                aimed
+                    && d.routes
+                        .routes_of(&event.resource, event.action)
+                        .is_some_and(|r| !r.is_empty())
             })
             .collect();
         if takers.is_empty() {
@@ -128,7 +143,7 @@ async fn round(
             sequence: version,
             received_at_ms: accepted.received_at_ms,
             event,
-            backfill: None,
+            backfill: accepted.backfill,
         })))?;
         for d in takers {
             fan_out.entry(&d.queue).or_default().push(Outgoing::new(

@@ -145,15 +145,10 @@ pub async fn post_events(
         ApiError::InvalidEvents { message, items }
     })?;
     if let Some(cluster) = &app.cluster {
-        if backfill.is_some() {
-            return Err(ApiError::Conflict(
-                "backfill is not available in cluster mode yet".into(),
-            ));
-        }
         let n = events.len();
         let received_at = chrono::Utc::now().timestamp_millis();
         cluster
-            .accept(events, received_at)
+            .accept(events, received_at, backfill)
             .await
             .map_err(|e| match e {
                 ClusterError::TooLarge { index, .. } => ApiError::InvalidEvents {

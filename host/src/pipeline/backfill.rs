@@ -2,25 +2,34 @@
 //! the workers, which let a live event win over an older backfilled copy of the same key.
 //!
 //! A copy yields when a live event of its key was accepted after the backfill started: that
-//! live event is newer than (or as new as) the state the backfill read.
+//! live event is newer than (or as new as) the state the backfill read. In cluster mode a
+//! backfill starts at a version, and its copies are versioned below it (see the sequencer),
+//! so the destinations' guards keep any live change made since.
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::event::{BackfillTag, now_rfc3339};
 use crate::journal::{Backfill, Journal, JournalError};
 
 pub struct Backfills {
     journal: Arc<Journal>,
+    /// In cluster mode backfills start at a version rather than the journal's head.
+    cluster: Option<Arc<Cluster>>,
     entries: Mutex<Vec<Backfill>>,
     changed: watch::Sender<u64>,
 }
 
 impl Backfills {
-    pub async fn load(journal: Arc<Journal>) -> Result<Arc<Backfills>, JournalError> {
+    pub async fn load(
+        journal: Arc<Journal>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Arc<Backfills>, JournalError> {
         let entries = journal.backfills().await?;
         Ok(Arc::new(Backfills {
             journal,
+            cluster,
             entries: Mutex::new(entries),
             changed: watch::channel(0).0,
         }))
@@ -45,7 +54,10 @@ impl Backfills {
     ) -> Result<Backfill, JournalError> {
         let b = Backfill {
             id: 0,
-            since: self.journal.head(),
+            since: match &self.cluster {
+                Some(c) => c.clock.next(),
+                None => self.journal.head(),
+            },
             replicators,
             source,
             started_at: now_rfc3339(),

@@ -92,7 +92,7 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<Pipeline, PipelineError> {
-        let backfills = Backfills::load(journal.clone()).await?;
+        let backfills = Backfills::load(journal.clone(), cluster.clone()).await?;
         let wants_plugins = config.replicators.iter().any(|r| {
             r.driver_config.needs_plugins() || r.routes.iter().any(|x| x.transform.is_some())
         });
@@ -225,6 +225,7 @@ impl Pipeline {
                 .replicators
                 .iter()
                 .map(|r| Destination {
+                    replicator: r.id.clone(),
                     queue: cluster.queues.replicators[&r.id].clone(),
                     routes: RouteIndex::new(&r.routes),
                 })

@@ -958,7 +958,7 @@ mod tests {
             counters: ReplicatorCounters::new("r", stats.clone(), telemetry.clone()),
             log_errors: true,
             control: control_rx,
-            backfills: Backfills::load(journal.clone()).await.unwrap(),
+            backfills: Backfills::load(journal.clone(), None).await.unwrap(),
             max_fan_out: 100,
             feed: None,
         });
