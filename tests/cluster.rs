@@ -14,9 +14,13 @@ use std::time::Duration;
 /// The `cluster` section: queues with a prefix of this test's own on moto, the shared state
 /// in a fresh prefix of the S3 test server.
 fn cluster_section(test: &str) -> String {
+    cluster_section_with_state(test, &S3dbTarget::s3(test))
+}
+
+fn cluster_section_with_state(test: &str, state: &S3dbTarget) -> String {
     let endpoint = std::env::var("SQS_ENDPOINT")
         .expect("SQS_ENDPOINT is not set: run the tests with tests/run, which starts moto");
-    let state = S3dbTarget::s3(test).conn;
+    let state = &state.conn;
     format!(
         "cluster:\n  queuePrefix: {}\n  endpoint: {endpoint}\n  region: us-east-1\n  credentials: {{accessKeyId: test, secretAccessKey: test}}\n  visibilityTimeout: 3s\n  waitTimeSeconds: 1\n  maxClockSkew: 5ms\n  stateDatabase: {state}\n",
         unique_prefix(test)
@@ -191,9 +195,10 @@ async fn three_hosts_share_the_work_in_key_order_through_a_kill_9() {
 async fn dead_letters_are_shared_and_redriven_from_another_host() {
     let rx = Receiver::start().await;
     rx.refuse_containing("poison");
+    let state = S3dbTarget::s3("dlq");
     let config = format!(
-        "{}maxRetries: 1\nreplicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
-        cluster_section("dlq"),
+        "{}maxRetries: 1\npersistReplicatorLog: true\nreplicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 20\n",
+        cluster_section_with_state("dlq", &state),
         rx.url("/hook")
     );
     let a = Host::start(&config).await;
@@ -264,6 +269,22 @@ async fn dead_letters_are_shared_and_redriven_from_another_host() {
         a.dead_letters("").await.is_empty(),
         "the redriven entry left the shared queue"
     );
+
+    // The replication log of both hosts, in the shared state database, for s3db.js to read.
+    let log = eventually(
+        Duration::from_secs(30),
+        "the shared replication log",
+        || async {
+            let listed = state.js(json!([{"op": "list", "resource": "plg_replicator_logs"}]));
+            let entries = listed[0].as_array().cloned().unwrap_or_default();
+            entries
+                .iter()
+                .any(|e| e["recordId"] == "k1" && e["status"] == "dead_lettered")
+                .then_some(entries)
+        },
+    )
+    .await;
+    assert!(log.iter().all(|e| e["replicator"] == "hook"), "{log:?}");
 }
 
 /// Capture in cluster mode: three hosts read the same notification queue while s3db.js, in

@@ -147,6 +147,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await?;
     state.sources.shutdown().await;
     state.pipeline.shutdown().await;
+    if let Some(c) = &state.cluster
+        && let Err(e) = c.state.forget(&c.config.host_id).await
+    {
+        tracing::warn!(error = %e, "cannot remove this host's heartbeat; status shows it as not alive");
+    }
     tracing::info!("stopped");
     Ok(())
 }

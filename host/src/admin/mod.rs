@@ -228,6 +228,9 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
     }))
 }
 
+/// How long a host that stopped writing heartbeats stays in status.
+const FORGET_HOSTS_AFTER_MS: i64 = 24 * 3600 * 1000;
+
 async fn cluster_status(c: &Cluster, now: i64) -> Result<ClusterStatus, ClusterError> {
     let alive_within = 3 * crate::cluster::HEARTBEAT.as_millis() as i64;
     let hosts = c
@@ -235,6 +238,8 @@ async fn cluster_status(c: &Cluster, now: i64) -> Result<ClusterStatus, ClusterE
         .hosts()
         .await?
         .into_iter()
+        // Hosts gone for a day (restarted under a new id, or killed) are no longer listed.
+        .filter(|h| now - h.seen_at_ms < FORGET_HOSTS_AFTER_MS)
         .map(|h| HostStatus {
             alive: now - h.seen_at_ms <= alive_within,
             seen_seconds_ago: (now - h.seen_at_ms).max(0) as f64 / 1000.0,

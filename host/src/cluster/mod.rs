@@ -225,8 +225,10 @@ impl Cluster {
     }
 }
 
-/// How often a host writes its heartbeat and measures the queues.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a host measures the queues' depths.
+const MEASURE: Duration = Duration::from_secs(5);
+/// How often a host writes its heartbeat (an S3 PUT: $0.86 a month per host at this rate).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 impl Cluster {
     /// Messages in a replicator's queue (`""`: the intake queue), waiting or held, as SQS
@@ -239,10 +241,11 @@ impl Cluster {
             .map_or(0, |d| d.visible + d.in_flight)
     }
 
-    /// Every few seconds: measures each queue's depth and writes this host's heartbeat
-    /// (`held` tells how many messages each replicator holds here).
+    /// Measures each queue's depth every few seconds, and writes this host's heartbeat
+    /// (`held` tells how many messages each replicator holds here) every [`HEARTBEAT`].
     pub async fn keep_watch(self: Arc<Self>, held: impl Fn() -> BTreeMap<String, u64>) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(MEASURE);
+        let mut last_beat: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
             let queues = std::iter::once(("", &self.queues.intake)).chain(
@@ -269,6 +272,10 @@ impl Cluster {
                     Err(e) => tracing::warn!(error = %e, "cannot read a queue's depth"),
                 }
             }
+            if last_beat.is_some_and(|t| t.elapsed() < HEARTBEAT - MEASURE / 2) {
+                continue;
+            }
+            last_beat = Some(std::time::Instant::now());
             let heartbeat = state::Heartbeat {
                 host_id: self.config.host_id.clone(),
                 started_at: self.started_at.clone(),

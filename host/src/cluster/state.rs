@@ -180,6 +180,13 @@ impl SharedState {
         Ok(())
     }
 
+    /// Removes a host's heartbeat (it stopped cleanly).
+    pub async fn forget(&self, host_id: &str) -> Result<(), StoreError> {
+        self.store
+            .delete(&self.key(format!("{HOSTS}{}.json", encode(host_id))))
+            .await
+    }
+
     /// Every host's last heartbeat.
     pub async fn hosts(&self) -> Result<Vec<Heartbeat>, StoreError> {
         let prefix = self.key(HOSTS.to_string());

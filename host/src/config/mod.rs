@@ -266,6 +266,10 @@ fn normalise(value: &Value, problems: &Problems) -> Option<Config> {
         config.cluster = cluster::parse(&mut s);
         s.finish();
     }
+    // In cluster mode the replication log is shared where the rest of the shared state is.
+    if let (None, Some(c)) = (&config.replicator_log_database, &config.cluster) {
+        config.replicator_log_database = Some(c.state_database.clone());
+    }
     if let Some(v) = root.value("sources") {
         config.sources = sources::parse(v, problems);
         refuse_loops(&config, problems);

@@ -53,6 +53,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     conn: Connection,
     resource: String,
+    host: Option<String>,
 ) {
     let name = format!("plg_{resource}");
     let mut db: Option<Database> = None;
@@ -63,7 +64,7 @@ pub async fn run(
                 Some(db) => db,
                 None => db.insert(Database::connect(conn.clone()).await?),
             };
-            ship(&journal, db, &name).await
+            ship(&journal, db, &name, host.as_deref()).await
         }
         .await;
         match result {
@@ -102,7 +103,12 @@ fn outage_delays() -> Backoff {
 }
 
 /// Writes the next entries; returns how many.
-async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, ShipError> {
+async fn ship(
+    journal: &Journal,
+    db: &Database,
+    name: &str,
+    host: Option<&str>,
+) -> Result<usize, ShipError> {
     let after = journal.cursor(POSITION).await?.unwrap_or(0);
     let entries = journal.logs_after(after, 200).await?;
     let Some(last) = entries.last().map(|e| e.log_id) else {
@@ -113,7 +119,7 @@ async fn ship(journal: &Journal, db: &Database, name: &str) -> Result<usize, Shi
     let writes: Vec<_> = entries
         .iter()
         .map(|e| {
-            let (id, record) = record(e);
+            let (id, record) = record(e, host);
             let resource = &resource;
             async move { db.put_record(resource, &id, &record, None).await }
         })
@@ -149,10 +155,20 @@ async fn ensure_resource(db: &Database, name: &str) -> Result<Resource, ShipErro
     }
 }
 
-/// The record of one log entry, with an id s3db.js accepts.
-fn record(e: &LogEntry) -> (String, Value) {
+/// The record of one log entry, with an id s3db.js accepts; in cluster mode the id names the
+/// host too (each host numbers its entries on its own).
+fn record(e: &LogEntry, host: Option<&str>) -> (String, Value) {
     let safe = |s: &str| s.replace(['/', '\\', '=', '%'], "_");
-    let id = format!("{}-{}-{}", safe(&e.resource), safe(&e.id), e.log_id);
+    let id = match host {
+        Some(h) => format!(
+            "{}-{}-{}-{}",
+            safe(&e.resource),
+            safe(&e.id),
+            safe(h),
+            e.log_id
+        ),
+        None => format!("{}-{}-{}", safe(&e.resource), safe(&e.id), e.log_id),
+    };
     let day = e.at.get(..10).unwrap_or_default().to_string();
     let status = serde_json::to_value(e.status).unwrap_or(Value::Null);
     (

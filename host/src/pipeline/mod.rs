@@ -211,6 +211,7 @@ impl Pipeline {
                 telemetry.clone(),
                 conn.clone(),
                 config.replicator_log_resource.clone(),
+                config.cluster.as_ref().map(|c| c.host_id.clone()),
             )));
         } else if config.persist_replicator_log {
             tracing::warn!(
