@@ -2,8 +2,8 @@
 //! when missing; sending in batches of up to 10, receiving, extending and deleting.
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, Message, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
@@ -41,8 +41,6 @@ impl Outgoing {
 pub struct Received {
     pub body: String,
     pub receipt: String,
-    /// When SQS accepted it (its clock), in ms.
-    pub sent_at_ms: i64,
 }
 
 /// How many messages a queue holds, as SQS estimates it.
@@ -120,19 +118,7 @@ impl Queues {
                 .send()
                 .await
                 .map_err(|e| ClusterError::queue("SendMessageBatch", queue, &e))?;
-            if let Some(failed) = answer.failed.first() {
-                return Err(ClusterError::Refused {
-                    call: "SendMessageBatch",
-                    queue: crate::redact::url(queue),
-                    reason: format!(
-                        "{} of {} messages refused: {} ({})",
-                        answer.failed.len(),
-                        chunk.len(),
-                        failed.message().unwrap_or_default(),
-                        failed.code()
-                    ),
-                });
-            }
+            refused("SendMessageBatch", queue, &answer.failed, chunk.len())?;
         }
         Ok(())
     }
@@ -147,7 +133,6 @@ impl Queues {
             .max_number_of_messages(BATCH_ENTRIES as i32)
             .wait_time_seconds(self.wait.as_secs() as i32)
             .visibility_timeout(self.visibility.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| ClusterError::queue("ReceiveMessage", queue, &e))?;
@@ -183,13 +168,7 @@ impl Queues {
                 .send()
                 .await
                 .map_err(|e| ClusterError::queue("DeleteMessageBatch", queue, &e))?;
-            if let Some(failed) = answer.failed.first() {
-                return Err(ClusterError::Refused {
-                    call: "DeleteMessageBatch",
-                    queue: crate::redact::url(queue),
-                    reason: failed.message().unwrap_or_default().to_string(),
-                });
-            }
+            refused("DeleteMessageBatch", queue, &answer.failed, chunk.len())?;
         }
         Ok(())
     }
@@ -202,6 +181,8 @@ impl Queues {
         receipts: &[String],
         hidden_for: Duration,
     ) -> Result<(), ClusterError> {
+        // Every chunk is tried: one refused entry (a receipt gone stale) leaves the rest held.
+        let mut outcome = Ok(());
         for chunk in receipts.chunks(BATCH_ENTRIES) {
             self.count();
             let entries = chunk
@@ -216,15 +197,21 @@ impl Queues {
                         .expect("id and handle are set")
                 })
                 .collect();
-            self.client
+            let call = "ChangeMessageVisibilityBatch";
+            let answer = self
+                .client
                 .change_message_visibility_batch()
                 .queue_url(queue)
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| ClusterError::queue("ChangeMessageVisibilityBatch", queue, &e))?;
+                .map_err(|e| ClusterError::queue(call, queue, &e))
+                .and_then(|a| refused(call, queue, &a.failed, chunk.len()));
+            if outcome.is_ok() {
+                outcome = answer;
+            }
         }
-        Ok(())
+        outcome
     }
 
     pub fn visibility(&self) -> Duration {
@@ -258,16 +245,32 @@ impl Queues {
 }
 
 fn received(m: Message) -> Option<Received> {
-    let sent_at_ms = m
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
     Some(Received {
         receipt: m.receipt_handle?,
         body: m.body.unwrap_or_default(),
-        sent_at_ms,
     })
+}
+
+/// The entries a batch request did not carry out, as one error naming the first.
+fn refused(
+    call: &'static str,
+    queue: &str,
+    failed: &[BatchResultErrorEntry],
+    sent: usize,
+) -> Result<(), ClusterError> {
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(ClusterError::Refused {
+            call,
+            queue: crate::redact::url(queue),
+            reason: format!(
+                "{} of {sent} entries refused: {} ({})",
+                failed.len(),
+                first.message().unwrap_or_default(),
+                first.code()
+            ),
+        }),
+    }
 }
 
 /// A replicator's queue name: its id with what SQS refuses replaced, digested when too long.
