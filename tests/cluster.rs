@@ -460,3 +460,48 @@ async fn a_backfill_copy_never_overwrites_a_later_live_change() {
         "{rows:?}"
     );
 }
+
+/// One replicator's destination is down (nothing listens): the other replicator, on its own
+/// queue, gets every event meanwhile, and the one that waits says so in status with its
+/// queue's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_replicators_outage_never_holds_back_another() {
+    let up = Receiver::start().await;
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let config = format!(
+        "{}replicators:\n  - id: up\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n  - id: down\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n      retryDelay: 200\n",
+        cluster_section("outage"),
+        up.url("/hook"),
+        down
+    );
+    let a = Host::start(&config).await;
+    let b = Host::start(&config).await;
+    for host in [&a, &b] {
+        let batch: Vec<Value> = (0..25)
+            .map(|i| update("items", &format!("k{i}"), json!({"from": host.port})))
+            .collect();
+        host.send(json!(batch)).await;
+    }
+    up.wait_for_accepted(50).await;
+    let waiting = eventually(
+        Duration::from_secs(30),
+        "the waiting replicator's status",
+        || async {
+            let r = b.replicator("down").await;
+            (r["state"] == "failing" && r["backlog"].as_u64() > Some(0)).then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        waiting["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{waiting}"
+    );
+    assert!(
+        b.dead_letters("").await.is_empty(),
+        "an outage spends no attempts"
+    );
+    assert_eq!(b.replicator("up").await["backlog"], 0);
+}
