@@ -62,7 +62,11 @@ async fn sender(
             .map(|_| {
                 n += 1;
                 let key = format!("s{index}-k{}", n % keys);
-                let action = if n % 7 == 0 { "delete" } else { "update" };
+                let action = if n.is_multiple_of(7) {
+                    "delete"
+                } else {
+                    "update"
+                };
                 json!({"resource": "items", "action": action, "id": key,
                        "data": {"id": key, "n": n}})
             })

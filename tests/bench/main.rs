@@ -1,5 +1,6 @@
 //! End-to-end benchmark of the host against the real PostgreSQL, the S3 server, an SQS server
-//! (fauxqs), the BigQuery emulator and an HTTP receiver.
+//! (fauxqs), the BigQuery emulator and an HTTP receiver, and of cluster mode (1, 2 and 3 hosts
+//! on SQS FIFO queues).
 //! Prints figures; asserts nothing. Run it with `tests/bench` (which starts PostgreSQL and
 //! uses a release build of the host).
 
@@ -142,7 +143,8 @@ async fn main() {
             .unwrap_or(0)
     );
 
-    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,bigquery,backlog,capture runs a subset.
+    // BENCH_ONLY=intake,postgres,latency,s3db,transform,sqs,bigquery,backlog,capture,cluster
+    // runs a subset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
 
@@ -485,6 +487,12 @@ async fn main() {
         polling_cost("file://", S3dbTarget::file()).await;
         polling_cost("the S3 test server", S3dbTarget::s3("bench-poll")).await;
     }
+
+    // 10. Cluster mode: 1, 2 and 3 hosts whose durable log is SQS FIFO queues, into a webhook;
+    // throughput, intake rate, latency of a light stream against the local journal's, CPU.
+    if run("cluster") {
+        cluster().await;
+    }
 }
 
 /// Creates `events` (`id`, `columns`, `_sequence`) in the test's schema and collects, for every
@@ -649,4 +657,487 @@ async fn polling_cost(label: &str, db: S3dbTarget) {
         "capture, polling {label:<18} (s3db.js wrote the 10,000 records in {:.1} s)",
         filled["seconds"].as_f64().unwrap_or(0.0)
     );
+}
+
+/// Events of the cluster throughput runs (`BENCH_CLUSTER_EVENTS`, default 20,000).
+fn cluster_events() -> u64 {
+    std::env::var("BENCH_CLUSTER_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// Keys the cluster runs spread their events over (a key is a FIFO message group).
+const CLUSTER_KEYS: u64 = 500;
+
+/// Events of the throughput runs are numbered from here; the light stream's from 0.
+const HEAVY_FIRST: u64 = 1_000_000;
+
+/// The SQS server at `endpoint`, named by the pid file of the script that started it
+/// (`tests/servers/fauxqs.sh`, `tests/servers/sqs.sh`), with its process id (for its CPU time).
+fn sqs_server(endpoint: &str) -> (String, Option<u32>) {
+    let run = std::env::var("INFRA_RUN").unwrap_or_else(|_| "/tmp/replicator-infra/run".into());
+    let port = endpoint
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or("");
+    for (name, file) in [("fauxqs", "fauxqs.pid"), ("moto", "sqs.pid")] {
+        let pid = std::fs::read_to_string(format!("{run}/{file}"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|b| *b == 0).any(|arg| arg == port.as_bytes()) {
+            return (name.to_string(), Some(pid));
+        }
+    }
+    (format!("the SQS server at {endpoint}"), None)
+}
+
+/// Up to `max` messages (body, receipt) from `url`, hidden for 30 s.
+async fn receive_some(
+    c: &aws_sdk_sqs::Client,
+    url: &str,
+    max: i32,
+) -> Result<Vec<(String, String)>, String> {
+    let answer = c
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max)
+        .visibility_timeout(30)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .map_err(|e| format!("ReceiveMessage with VisibilityTimeout: {e:?}"))?;
+    Ok(answer
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            (
+                m.body.unwrap_or_default(),
+                m.receipt_handle.unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Messages `url` holds, visible and handed out (GetQueueAttributes).
+async fn held(c: &aws_sdk_sqs::Client, url: &str) -> Result<u64, String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let answer = c
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| format!("GetQueueAttributes: {e:?}"))?;
+    let attributes = answer.attributes.unwrap_or_default();
+    Ok([
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+    .sum())
+}
+
+/// Checks, on a FIFO queue of its own, every SQS call and FIFO behaviour cluster mode relies
+/// on; the first one missing or unlike SQS, described.
+async fn fifo_check(endpoint: &str) -> Result<(), String> {
+    use aws_sdk_sqs::types::{
+        ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+        QueueAttributeName, SendMessageBatchRequestEntry,
+    };
+    let c = replicator_tests::sqs::Sqs::connect_to(endpoint.to_string())
+        .await
+        .client;
+    let url = c
+        .create_queue()
+        .queue_name(replicator_tests::sqs::unique("bench-check.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .map_err(|e| format!("CreateQueue FifoQueue=true: {e:?}"))?
+        .queue_url
+        .ok_or("CreateQueue answered without a URL")?;
+    // Two messages of group a, one of group b, and a1 again (same deduplication id).
+    let entries = [
+        ("a", "d1", "a1"),
+        ("a", "d2", "a2"),
+        ("b", "d3", "b1"),
+        ("a", "d1", "a1 again"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (group, dedup, body))| {
+        SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_group_id(*group)
+            .message_deduplication_id(*dedup)
+            .message_body(*body)
+            .build()
+            .unwrap()
+    })
+    .collect();
+    let sent = c
+        .send_message_batch()
+        .queue_url(&url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| format!("SendMessageBatch with group and deduplication ids: {e:?}"))?;
+    if !sent.failed.is_empty() {
+        return Err(format!("SendMessageBatch refused {:?}", sent.failed));
+    }
+    let bodies = |m: &[(String, String)]| m.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>();
+    let first = receive_some(&c, &url, 1).await?;
+    if bodies(&first) != ["a1"] {
+        return Err(format!(
+            "FIFO order: first receive gave {:?}, not [a1]",
+            bodies(&first)
+        ));
+    }
+    // a1 is in flight: a2 must wait (group locking); b1 may come.
+    let second = receive_some(&c, &url, 10).await?;
+    if bodies(&second) != ["b1"] {
+        return Err(format!(
+            "FIFO group locking or deduplication: with a1 in flight a receive gave {:?}, not [b1]",
+            bodies(&second)
+        ));
+    }
+    let back = c
+        .change_message_visibility_batch()
+        .queue_url(&url)
+        .entries(
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id("0")
+                .receipt_handle(&first[0].1)
+                .visibility_timeout(0)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("ChangeMessageVisibilityBatch: {e:?}"))?;
+    if !back.failed.is_empty() {
+        return Err(format!(
+            "ChangeMessageVisibilityBatch refused {:?}",
+            back.failed
+        ));
+    }
+    // a1 handed back: it comes again before a2 (which may come in the same receive).
+    let mut third = receive_some(&c, &url, 10).await?;
+    if !matches!(bodies(&third).as_slice(), [a] | [a, _] if a == "a1")
+        || bodies(&third).get(1).is_some_and(|b| b != "a2")
+    {
+        return Err(format!(
+            "ChangeMessageVisibilityBatch to 0 then receive gave {:?}, not [a1] or [a1, a2]",
+            bodies(&third)
+        ));
+    }
+    let n = held(&c, &url).await?;
+    if n != 3 {
+        return Err(format!("GetQueueAttributes counts {n} messages, not 3"));
+    }
+    let mut receipts: Vec<String> = second
+        .into_iter()
+        .chain(third.drain(..))
+        .map(|m| m.1)
+        .collect();
+    loop {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let deleted = c
+            .delete_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| format!("DeleteMessageBatch: {e:?}"))?;
+        if !deleted.failed.is_empty() {
+            return Err(format!("DeleteMessageBatch refused {:?}", deleted.failed));
+        }
+        let rest = receive_some(&c, &url, 10).await?;
+        if rest.is_empty() {
+            break;
+        }
+        if bodies(&rest) != ["a2"] {
+            return Err(format!(
+                "after the deletes a receive gave {:?}",
+                bodies(&rest)
+            ));
+        }
+        receipts = rest.into_iter().map(|m| m.1).collect();
+    }
+    let n = held(&c, &url).await?;
+    if n != 0 {
+        return Err(format!(
+            "GetQueueAttributes counts {n} messages after deleting all"
+        ));
+    }
+    let _ = c.delete_queue().queue_url(&url).send().await;
+    Ok(())
+}
+
+/// When an event was sent and when it first arrived (wall-clock µs since the epoch, and as an
+/// instant).
+type Arrival = (f64, f64, Instant);
+
+/// The first arrival at the webhook of each event, by its `n`.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<std::sync::Mutex<std::collections::HashMap<u64, Arrival>>>);
+
+impl Arrivals {
+    /// Records what `rx` receives (and answers 200 at once).
+    fn record(rx: &Receiver) -> Arrivals {
+        let arrivals = Arrivals::default();
+        let sink = arrivals.0.clone();
+        rx.respond_with(move |body| {
+            let (at, at_micros) = (Instant::now(), now_micros());
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+                && let Some(n) = v["data"]["n"].as_u64()
+            {
+                let sent = v["data"]["sentAt"].as_f64().unwrap_or(0.0);
+                sink.lock()
+                    .unwrap()
+                    .entry(n)
+                    .or_insert((sent, at_micros, at));
+            }
+            (200, "{}".into())
+        });
+        arrivals
+    }
+
+    /// Waits until every event numbered in `range` arrived; returns their (sent, arrived wall
+    /// µs, arrived instant).
+    async fn all(&self, range: std::ops::Range<u64>) -> Vec<Arrival> {
+        let want = (range.end - range.start) as usize;
+        eventually(
+            Duration::from_secs(600),
+            "every event at the webhook",
+            || async {
+                let map = self.0.lock().unwrap();
+                let got: Vec<_> = map
+                    .iter()
+                    .filter(|(n, _)| range.contains(n))
+                    .map(|(_, a)| *a)
+                    .collect();
+                (got.len() == want).then_some(got)
+            },
+        )
+        .await
+    }
+}
+
+/// One event of the cluster runs: key `k<n mod keys>`, carrying its number and send time.
+fn numbered(n: u64) -> serde_json::Value {
+    insert(
+        "items",
+        &format!("k{}", n % CLUSTER_KEYS),
+        json!({"n": n, "sentAt": now_micros(), "name": format!("item {n}")}),
+    )
+}
+
+/// `rate` single-event posts a second for `secs`, to the hosts in turn; the milliseconds from
+/// each post to its arrival at the webhook, sorted.
+async fn light_stream(hosts: &[Host], arrivals: &Arrivals, rate: u64, secs: u64) -> Vec<f64> {
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = hosts.iter().map(|h| h.url("/v1/events")).collect();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let total = rate * secs;
+    let mut posts = Vec::new();
+    for n in 0..total {
+        tick.tick().await;
+        let body = json!([numbered(n)]);
+        let (http, url) = (http.clone(), urls[n as usize % urls.len()].clone());
+        posts.push(tokio::spawn(async move {
+            let r = http.post(&url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+        }));
+    }
+    for p in posts {
+        p.await.unwrap();
+    }
+    let mut ms: Vec<f64> = arrivals
+        .all(0..total)
+        .await
+        .iter()
+        .map(|(sent, at, _)| (at - sent) / 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// Posts `total` events (numbered from `HEAVY_FIRST`) in batches of `batch` from `clients`
+/// clients, each sending its batches to the hosts in turn; returns once all are acknowledged.
+async fn post_spread(hosts: &[Host], total: u64, batch: u64, clients: u64) {
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = hosts.iter().map(|h| h.url("/v1/events")).collect();
+    let posts: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, urls) = (http.clone(), urls.clone());
+            tokio::spawn(async move {
+                let (mut i, mut turn) = (c * batch, c as usize);
+                while i < total {
+                    let events: Vec<_> = (i..i + batch.min(total - i))
+                        .map(|k| numbered(HEAVY_FIRST + k))
+                        .collect();
+                    let r = http
+                        .post(&urls[turn % urls.len()])
+                        .json(&events)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                    i += batch * clients;
+                    turn += 1;
+                }
+            })
+        })
+        .collect();
+    for p in posts {
+        p.await.unwrap();
+    }
+}
+
+fn print_latency(label: &str, rate: u64, ms: &[f64]) {
+    println!(
+        "{label:<44} {rate} events/s: p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} events)",
+        percentile(ms, 0.5),
+        percentile(ms, 0.99),
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
+
+/// Cluster mode on the SQS server that has what it needs (fauxqs if it does, else moto).
+async fn cluster() {
+    let mut chosen = None;
+    for var in ["SQS_ENDPOINT", "MOTO_ENDPOINT"] {
+        let Ok(endpoint) = std::env::var(var) else {
+            continue;
+        };
+        let (name, pid) = sqs_server(&endpoint);
+        match fifo_check(&endpoint).await {
+            Ok(()) => {
+                println!(
+                    "cluster: {name} ({var}) has what cluster mode needs: FIFO CreateQueue, SendMessageBatch with group and deduplication ids (deduplicated), ReceiveMessage with a visibility timeout and group locking, ChangeMessageVisibilityBatch, DeleteMessageBatch, GetQueueAttributes"
+                );
+                chosen = Some((name, pid, endpoint));
+                break;
+            }
+            Err(e) => println!("cluster: {name} ({var}) lacks what cluster mode needs: {e}"),
+        }
+    }
+    let Some((server, server_pid, endpoint)) = chosen else {
+        println!(
+            "cluster: no SQS server with FIFO semantics (set SQS_ENDPOINT or MOTO_ENDPOINT); skipped"
+        );
+        return;
+    };
+    let (rate, secs, total, batch, clients) = (50u64, 10u64, cluster_events(), 100u64, 4u64);
+    // More keys of the `cluster` section, e.g. BENCH_CLUSTER_CONFIG="sequencers: 8, maxClockSkew: 5ms".
+    let extra: String = std::env::var("BENCH_CLUSTER_CONFIG")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| format!("  {}\n", kv.trim()))
+        .collect();
+    if !extra.is_empty() {
+        println!("cluster: with {}", extra.trim().replace("\n ", ","));
+    }
+
+    // The local journal: one host, the same light stream.
+    {
+        let rx = Receiver::start().await;
+        let arrivals = Arrivals::record(&rx);
+        let host = Host::start(&format!(
+            "replicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config: {{url: \"{}\"}}\n",
+            rx.url("/hook")
+        ))
+        .await;
+        let ms = light_stream(std::slice::from_ref(&host), &arrivals, rate, secs).await;
+        print_latency("latency, local journal, 1 host,", rate, &ms);
+    }
+
+    for n_hosts in 1..=3usize {
+        let rx = Receiver::start().await;
+        let arrivals = Arrivals::record(&rx);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let prefix = format!("bench-{}-{nanos}-{n_hosts}-", std::process::id());
+        // The hosts' shared state (dead letters, heartbeats): a directory of this run's.
+        let state = S3dbTarget::file();
+        let config = format!(
+            "cluster:\n  queuePrefix: {prefix}\n  endpoint: {endpoint}\n  region: us-east-1\n  credentials: {{accessKeyId: test, secretAccessKey: test}}\n  visibilityTimeout: 30s\n  waitTimeSeconds: 1\n  stateDatabase: {}\n{extra}replicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config: {{url: \"{}\"}}\n",
+            state.conn,
+            rx.url("/hook")
+        );
+        let mut hosts = Vec::new();
+        for _ in 0..n_hosts {
+            hosts.push(Host::start(&config).await);
+        }
+        let plural = if n_hosts == 1 { "host" } else { "hosts" };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ms = light_stream(&hosts, &arrivals, rate, secs).await;
+        print_latency(
+            &format!("latency, cluster ({server}), {n_hosts} {plural},"),
+            rate,
+            &ms,
+        );
+
+        let pids: Vec<u32> = hosts.iter().filter_map(Host::pid).collect();
+        let host_cpu = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+        let server_cpu = || server_pid.map_or(0.0, cpu_seconds);
+        let own_cpu = || cpu_seconds(std::process::id());
+        let before = (host_cpu(), server_cpu(), own_cpu());
+        let requests_before = rx.received().len();
+        let start = Instant::now();
+        post_spread(&hosts, total, batch, clients).await;
+        let acknowledged = start.elapsed();
+        let heavy = arrivals.all(HEAVY_FIRST..HEAVY_FIRST + total).await;
+        let last = heavy.iter().map(|a| a.2).max().unwrap();
+        let elapsed = last - start;
+        let wall = start.elapsed().as_secs_f64();
+        let (hosts_s, server_s, own_s) = (
+            host_cpu() - before.0,
+            server_cpu() - before.1,
+            own_cpu() - before.2,
+        );
+        let requests = rx.received().len() - requests_before;
+        println!(
+            "cluster ({server}), {n_hosts} {plural:<5} {:>8.0} events/s end to end ({total} events over {CLUSTER_KEYS} keys in {:.2} s), intake {:>6.0} events/s (all acknowledged after {:.2} s), {} webhook requests",
+            total as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            total as f64 / acknowledged.as_secs_f64(),
+            acknowledged.as_secs_f64(),
+            requests
+        );
+        println!(
+            "cluster ({server}), {n_hosts} {plural:<5} CPU over {wall:.1} s ({:.1} core-s available): hosts {hosts_s:.1} s, {server} {}, bench clients and receiver {own_s:.1} s",
+            wall * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            if server_pid.is_some() {
+                format!("{server_s:.1} s")
+            } else {
+                "n/a".into()
+            }
+        );
+    }
 }

@@ -57,8 +57,9 @@ pub async fn run(
 /// How far below its backfill's start a copy's version may go (µs).
 const COPY_SPREAD: u64 = 1_000_000;
 
-/// Rounds of one sequencer whose intake messages are still being deleted, at most.
-const RELEASING_MAX: usize = 4;
+/// Rounds of one sequencer whose intake messages are still being deleted, at most: each waits
+/// out `maxClockSkew`, so this bounds a loop at about this many rounds of 10 per that wait.
+const RELEASING_MAX: usize = 32;
 
 /// A round's intake messages, deleted once every host's clock is past their newest version.
 struct Release {
