@@ -509,3 +509,29 @@ async fn one_replicators_outage_never_holds_back_another() {
     );
     assert_eq!(b.replicator("up").await["backlog"], 0);
 }
+
+/// Two changes alike in every field (no timestamp given: intake fills in the same one) are
+/// two changes, not one deduplicated by SQS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alike_changes_in_one_post_are_all_delivered() {
+    let rx = Receiver::start().await;
+    let config = format!(
+        "{}replicators:\n  - id: hook\n    driver: webhook\n    resources: [items]\n    config:\n      url: {}\n",
+        cluster_section("alike"),
+        rx.url("/hook")
+    );
+    let host = Host::start(&config).await;
+    host.send(json!([
+        update("items", "c1", json!({"n": 1})),
+        update("items", "c1", json!({"n": 2})),
+        update("items", "c1", json!({"n": 1})),
+    ]))
+    .await;
+    let arrived: Vec<i64> = rx
+        .wait_for_accepted(3)
+        .await
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(arrived, [1, 2, 1]);
+}

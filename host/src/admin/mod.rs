@@ -127,8 +127,12 @@ pub struct ClusterStatus {
     pub hosts: Vec<HostStatus>,
     /// Events in the intake queue, not yet versioned and fanned out.
     pub intake_backlog: u64,
-    /// The last failure of this host's cluster tasks (sequencer, forwarder, heartbeat).
+    /// The last failure of each failing cluster task of this host (sequencer, feeds,
+    /// forwarder, heartbeat).
     pub last_error: Option<String>,
+    /// Set when the state database did not answer: dead-letter counts and hosts are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -150,12 +154,13 @@ pub struct Status {
 pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let head = app.journal.head();
+    // Status stays whole when the state database is away: that is when it is needed.
+    let mut state_error = None;
     let dead_letters = match &app.cluster {
-        Some(c) => c
-            .state
-            .dead_letter_counts()
-            .await
-            .map_err(ClusterError::from)?,
+        Some(c) => c.state.dead_letter_counts().await.unwrap_or_else(|e| {
+            state_error = Some(e.to_string());
+            Default::default()
+        }),
         None => app.journal.dead_letter_counts().await?,
     };
     let now = chrono::Utc::now().timestamp_millis();
@@ -211,7 +216,7 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
         .map(|p| p.status())
         .unwrap_or_default();
     let cluster = match &app.cluster {
-        Some(c) => Some(cluster_status(c, now).await?),
+        Some(c) => Some(cluster_status(c, now, state_error).await),
         None => None,
     };
     Ok(Json(Status {
@@ -231,12 +236,13 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
 /// How long a host that stopped writing heartbeats stays in status.
 const FORGET_HOSTS_AFTER_MS: i64 = 24 * 3600 * 1000;
 
-async fn cluster_status(c: &Cluster, now: i64) -> Result<ClusterStatus, ClusterError> {
+async fn cluster_status(c: &Cluster, now: i64, state_error: Option<String>) -> ClusterStatus {
     let alive_within = 3 * crate::cluster::HEARTBEAT.as_millis() as i64;
-    let hosts = c
-        .state
-        .hosts()
-        .await?
+    let (heartbeats, state_error) = match c.state.hosts().await {
+        Ok(h) => (h, state_error),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let hosts = heartbeats
         .into_iter()
         // Hosts gone for a day (restarted under a new id, or killed) are no longer listed.
         .filter(|h| now - h.seen_at_ms < FORGET_HOSTS_AFTER_MS)
@@ -248,12 +254,13 @@ async fn cluster_status(c: &Cluster, now: i64) -> Result<ClusterStatus, ClusterE
             held: h.held,
         })
         .collect();
-    Ok(ClusterStatus {
+    ClusterStatus {
         host_id: c.config.host_id.clone(),
         hosts,
         intake_backlog: c.backlog(""),
-        last_error: c.last_error.lock().expect("cluster error lock").clone(),
-    })
+        last_error: c.last_error(),
+        state_error,
+    }
 }
 
 /// Query of `GET /v1/dlq` (no `flatten`: query strings carry numbers as text).

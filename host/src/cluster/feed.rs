@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, Envelope};
+use super::{Cluster, ClusterError, Envelope};
 
 pub struct Feed {
     cluster: Arc<Cluster>,
@@ -16,15 +17,22 @@ pub struct Feed {
     queue: String,
     /// Received, not yet taken by the worker.
     inbox: Mutex<VecDeque<Envelope>>,
-    /// Receipts of the messages held, by version.
-    held: Mutex<HashMap<u64, Vec<String>>>,
+    /// The receipt of each message held, by version: one message per version, so the worker's
+    /// "done with this version" names exactly one message.
+    held: Mutex<HashMap<u64, String>>,
     capacity: usize,
     /// Counts receipts; the worker wakes on it.
     arrived: watch::Sender<u64>,
     room: Notify,
     /// Receiving starts once the worker's destination is ready.
     open: watch::Sender<bool>,
+    /// Cancelled when the worker stopped: no more receiving or extending.
+    closed: CancellationToken,
 }
+
+/// How long a message whose version this host already holds is put off: until the other one
+/// is done (two hosts may give one version to two keys' events in the same microsecond).
+const PUT_OFF: Duration = Duration::from_secs(2);
 
 impl Feed {
     pub fn new(cluster: Arc<Cluster>, replicator: &str, capacity: usize) -> Arc<Feed> {
@@ -39,6 +47,7 @@ impl Feed {
             arrived: watch::channel(0).0,
             room: Notify::new(),
             open: watch::channel(false).0,
+            closed: CancellationToken::new(),
         })
     }
 
@@ -64,24 +73,61 @@ impl Feed {
 
     /// The worker is done with these versions: their messages are deleted.
     pub fn done(self: &Arc<Self>, versions: Vec<u64>) {
-        let receipts: Vec<String> = {
-            let mut held = self.held.lock().expect("feed lock");
-            versions
-                .iter()
-                .filter_map(|v| held.remove(v))
-                .flatten()
-                .collect()
-        };
+        let receipts = self.forget(&versions);
         if receipts.is_empty() {
             return;
         }
-        self.room.notify_one();
         let feed = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = feed.cluster.queues.delete(&feed.queue, &receipts).await {
-                tracing::warn!(replicator = %feed.replicator, error = %e, "delivered messages could not be deleted; they come back and their versions keep them from changing anything");
-            }
+            let deleted = feed.cluster.queues.delete(&feed.queue, &receipts).await;
+            // Not deleted: they come back, and their versions keep them from changing anything.
+            feed.cluster
+                .report("feed delete", deleted.as_ref().map(|_| ()));
         });
+    }
+
+    /// Stops receiving and extending (the worker stopped). With `hand_back`, every held
+    /// message goes back to the queue at once, so other hosts need not wait out the
+    /// visibility timeout; without it (deliveries may still run) they show after it.
+    pub async fn close(&self, hand_back: bool) {
+        self.closed.cancel();
+        if hand_back {
+            let versions: Vec<u64> = self
+                .held
+                .lock()
+                .expect("feed lock")
+                .keys()
+                .copied()
+                .collect();
+            self.hand_back(versions).await;
+        }
+    }
+
+    /// Hands these versions' messages back to the queue at once, to be received again.
+    pub async fn hand_back(&self, versions: Vec<u64>) {
+        let receipts = self.forget(&versions);
+        if receipts.is_empty() {
+            return;
+        }
+        let handed = self
+            .cluster
+            .queues
+            .extend(&self.queue, &receipts, Duration::ZERO)
+            .await;
+        self.cluster
+            .report("feed hand-back", handed.as_ref().map(|_| ()));
+    }
+
+    /// No longer holds these versions; their receipts.
+    fn forget(&self, versions: &[u64]) -> Vec<String> {
+        let receipts: Vec<String> = {
+            let mut held = self.held.lock().expect("feed lock");
+            versions.iter().filter_map(|v| held.remove(v)).collect()
+        };
+        if !receipts.is_empty() {
+            self.room.notify_one();
+        }
+        receipts
     }
 
     /// Messages in the replicator's queue (waiting and held by hosts), as SQS estimates.
@@ -89,62 +135,45 @@ impl Feed {
         self.cluster.backlog(&self.replicator)
     }
 
-    /// Hands every held message back to the queue at once (at shutdown, once the worker
-    /// stopped), so other hosts need not wait out the visibility timeout.
-    pub async fn release(&self) {
-        let receipts: Vec<String> = {
-            let mut held = self.held.lock().expect("feed lock");
-            held.drain().flat_map(|(_, r)| r).collect()
-        };
-        if receipts.is_empty() {
-            return;
-        }
-        let queues = &self.cluster.queues;
-        match queues.extend(&self.queue, &receipts, Duration::ZERO).await {
-            Ok(()) => {
-                tracing::info!(replicator = %self.replicator, messages = receipts.len(), "held messages handed back to the cluster")
-            }
-            Err(e) => {
-                tracing::warn!(replicator = %self.replicator, error = %e, "held messages could not be handed back; other hosts take them after the visibility timeout")
-            }
-        }
-    }
-
     /// Messages received and not yet done.
     pub fn held(&self) -> usize {
-        self.held
-            .lock()
-            .expect("feed lock")
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.held.lock().expect("feed lock").len()
     }
 
-    /// Receives, extends and measures until the host stops.
+    /// Receives and extends until closed.
     pub async fn run(self: Arc<Self>) {
         let mut open = self.open.subscribe();
-        let _ = open.wait_for(|o| *o).await;
+        tokio::select! {
+            _ = open.wait_for(|o| *o) => {}
+            () = self.closed.cancelled() => return,
+        }
         tokio::spawn(self.clone().keep_hidden());
         loop {
             if self.held() >= self.capacity {
-                self.room.notified().await;
-                continue;
-            }
-            let received = match self.cluster.queues.receive(&self.queue).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(replicator = %self.replicator, error = %e, "cannot receive from the replicator's queue; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                tokio::select! {
+                    () = self.room.notified() => continue,
+                    () = self.closed.cancelled() => return,
                 }
+            }
+            let received = tokio::select! {
+                r = self.cluster.queues.receive(&self.queue) => r,
+                () = self.closed.cancelled() => return,
+            };
+            self.cluster.report("feed", received.as_ref().map(|_| ()));
+            let Ok(received) = received else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             };
             let mut taken = 0;
+            let mut put_off = Vec::new();
             for m in received {
                 let envelope: Envelope = match serde_json::from_str(&m.body) {
                     Ok(e) => e,
+                    // Left alone: it shows again after the visibility timeout, maybe to a
+                    // host that reads it (one of a newer version during an upgrade).
                     Err(e) => {
-                        tracing::error!(replicator = %self.replicator, error = %e, "a message on the replicator's queue is not an event; deleted");
-                        let _ = self.cluster.queues.delete(&self.queue, &[m.receipt]).await;
+                        self.cluster
+                            .report("feed", Err(&ClusterError::Unreadable(e)));
                         continue;
                     }
                 };
@@ -152,14 +181,25 @@ impl Feed {
                     Envelope::Event(e) => e.sequence,
                     Envelope::Redrive(d) => d.sequence,
                 };
-                self.held
-                    .lock()
-                    .expect("feed lock")
-                    .entry(version)
-                    .or_default()
-                    .push(m.receipt);
+                {
+                    let mut held = self.held.lock().expect("feed lock");
+                    if held.contains_key(&version) {
+                        put_off.push(m.receipt);
+                        continue;
+                    }
+                    held.insert(version, m.receipt);
+                }
                 self.inbox.lock().expect("feed lock").push_back(envelope);
                 taken += 1;
+            }
+            if !put_off.is_empty() {
+                let extended = self
+                    .cluster
+                    .queues
+                    .extend(&self.queue, &put_off, PUT_OFF)
+                    .await;
+                self.cluster
+                    .report("feed extend", extended.as_ref().map(|_| ()));
             }
             if taken > 0 {
                 self.arrived.send_modify(|n| *n += taken);
@@ -173,26 +213,28 @@ impl Feed {
         let mut tick = tokio::time::interval(visibility / 3);
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.closed.cancelled() => return,
+            }
             let receipts: Vec<String> = self
                 .held
                 .lock()
                 .expect("feed lock")
                 .values()
-                .flatten()
                 .cloned()
                 .collect();
             if receipts.is_empty() {
                 continue;
             }
-            if let Err(e) = self
+            // A failure here may let another host deliver these too: it shows in status.
+            let extended = self
                 .cluster
                 .queues
                 .extend(&self.queue, &receipts, visibility)
-                .await
-            {
-                tracing::error!(replicator = %self.replicator, error = %e, "cannot keep held messages hidden; another host may deliver them too");
-            }
+                .await;
+            self.cluster
+                .report("feed extend", extended.as_ref().map(|_| ()));
         }
     }
 }

@@ -16,7 +16,8 @@ pub struct QueueLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabel {
-    /// `sequencer`, `forwarder`, `heartbeat`, `feed`.
+    /// `sequencer`, `forwarder`, `heartbeat`, `feed`, `feed extend`, `feed delete`,
+    /// `feed hand-back`.
     pub task: &'static str,
 }
 

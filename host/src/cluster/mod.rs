@@ -16,7 +16,6 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::config::cluster::ClusterConfig;
@@ -56,6 +55,8 @@ pub enum ClusterError {
     Refresh(#[source] crate::s3db::S3dbError),
     #[error("the cluster's state database: {0}")]
     State(#[from] crate::s3db::store::StoreError),
+    #[error("a queue message is not one this host reads: {0}")]
+    Unreadable(#[source] serde_json::Error),
     #[error("cannot encode a queue message: {0}")]
     Encoding(#[from] serde_json::Error),
 }
@@ -73,8 +74,10 @@ impl ClusterError {
     }
 }
 
-/// What the intake queue carries: an accepted event and its identity (its deduplication id:
-/// the same event posted again within SQS's 5 minutes is taken once).
+/// What the intake queue carries: an accepted event and its identity, unique to this
+/// acceptance. It is the deduplication id of the event's message in each replicator's queue,
+/// so a sequencer that fans it out twice (it died before deleting) sends one copy. Content is
+/// never the identity: two changes alike in every field are still two changes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
@@ -104,8 +107,8 @@ pub struct Cluster {
     pub clock: Clock,
     /// Dead letters and heartbeats, alike from every host.
     pub state: SharedState,
-    /// The last failure of this host's cluster tasks (sequencer, forwarder), until one works.
-    pub last_error: std::sync::Mutex<Option<String>>,
+    /// The last failure of each of this host's cluster tasks, until that task works again.
+    last_errors: std::sync::Mutex<BTreeMap<&'static str, String>>,
     /// Each queue's depth as last measured, by replicator id (`""`: the intake queue).
     depths: std::sync::Mutex<BTreeMap<String, Depth>>,
     started_at: String,
@@ -132,7 +135,7 @@ impl Cluster {
             clock: Clock::new(config.max_clock_skew),
             config,
             queues,
-            last_error: Default::default(),
+            last_errors: Default::default(),
             depths: Default::default(),
             started_at: crate::event::now_rfc3339(),
             forwarded: watch::channel(0).0,
@@ -159,14 +162,14 @@ impl Cluster {
         .await
     }
 
-    /// Sends events to the intake queue, each under its identity (filled in here).
+    /// Sends events to the intake queue, each under a new identity (filled in here).
     async fn send_intake(
         &self,
         events: impl IntoIterator<Item = Accepted>,
     ) -> Result<(), ClusterError> {
         let mut messages = Vec::new();
         for (index, mut accepted) in events.into_iter().enumerate() {
-            accepted.identity = identity(&accepted.event)?;
+            accepted.identity = format!("{}.{}", self.config.host_id, self.clock.next());
             let (resource, id) = (accepted.event.resource.clone(), accepted.event.id.clone());
             let body = serde_json::to_string(&accepted)?;
             if body.len() > queues::MAX_MESSAGE_BYTES {
@@ -191,10 +194,11 @@ impl Cluster {
             let Some(queue) = self.queues.replicators.get(&entry.replicator) else {
                 continue;
             };
-            // The version tells events apart across hosts; the count, redrives of one.
+            // One per dead letter and redrive of it (one event may make several, one per
+            // route); the version tells apart two hosts' dead letters with one id.
             let dedup = format!(
-                "redrive:{}:{}:{}:{}:{}",
-                entry.replicator, entry.resource, entry.record_id, entry.sequence, entry.redrives
+                "redrive:{}:{}:{}:{}",
+                entry.replicator, entry.id, entry.sequence, entry.redrives
             );
             let (resource, record) = (entry.resource.clone(), entry.record_id.clone());
             let body = serde_json::to_string(&Envelope::Redrive(Box::new(entry)))?;
@@ -211,17 +215,30 @@ impl Cluster {
 impl Cluster {
     /// Records how a cluster task is doing: an error stays shown until the next success.
     pub fn report(&self, task: &'static str, outcome: Result<(), &ClusterError>) {
-        let mut last = self.last_error.lock().expect("cluster error lock");
+        let mut last = self.last_errors.lock().expect("cluster error lock");
         match outcome {
-            Ok(()) => *last = None,
+            Ok(()) => {
+                last.remove(task);
+            }
             Err(e) => {
                 tracing::error!(task, error = %e, "cluster task failed; retrying");
                 self.metrics.errors.get_or_create(&TaskLabel { task }).inc();
                 let error = e.to_string();
                 (self.notify)(task, &error);
-                *last = Some(format!("{task}: {error}"));
+                last.insert(task, error);
             }
         }
+    }
+
+    /// Each failing task's last error, as `task: error`; none when all work.
+    pub fn last_error(&self) -> Option<String> {
+        let last = self.last_errors.lock().expect("cluster error lock");
+        (!last.is_empty()).then(|| {
+            last.iter()
+                .map(|(task, e)| format!("{task}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 }
 
@@ -287,10 +304,4 @@ impl Cluster {
             }
         }
     }
-}
-
-/// An event's identity: the SHA-256 of its JSON.
-fn identity(event: &Event) -> Result<String, serde_json::Error> {
-    let digest = Sha256::digest(serde_json::to_vec(event)?);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -14,6 +14,9 @@ use crate::config::cluster::ClusterConfig;
 use crate::delivery::aws;
 use crate::delivery::sqs::sqs_id;
 
+/// The intake queue's name after the prefix.
+const INTAKE: &str = "intake";
+
 /// Most entries SQS takes in one batch request, and most bytes in one.
 const BATCH_ENTRIES: usize = 10;
 pub const MAX_MESSAGE_BYTES: usize = 262_144;
@@ -73,7 +76,7 @@ impl Queues {
             let requests = requests.clone();
             async move { queue_url(&client, &name, config, &requests).await }
         };
-        let intake = url(format!("{}intake.fifo", config.queue_prefix)).await?;
+        let intake = url(format!("{}{INTAKE}.fifo", config.queue_prefix)).await?;
         let mut urls = HashMap::new();
         for id in replicators {
             urls.insert(id.clone(), url(queue_name(&config.queue_prefix, id)).await?);
@@ -273,7 +276,9 @@ fn refused(
     }
 }
 
-/// A replicator's queue name: its id with what SQS refuses replaced, digested when too long.
+/// A replicator's queue name: its id when SQS takes it as it is, else (and for an id that is
+/// the intake queue's name, or too long) what SQS takes of it followed by a digest of the id,
+/// so two ids never share a queue.
 pub fn queue_name(prefix: &str, replicator: &str) -> String {
     let cleaned: String = replicator
         .chars()
@@ -286,12 +291,14 @@ pub fn queue_name(prefix: &str, replicator: &str) -> String {
         })
         .collect();
     let room = 80 - ".fifo".len() - prefix.len();
-    let stem = if cleaned.len() <= room {
+    let as_is = cleaned == replicator && replicator != INTAKE && cleaned.len() <= room;
+    let stem = if as_is {
         cleaned
     } else {
         let digest = sqs_id(format!("{replicator}\u{0}"));
-        let digest = digest.trim_start_matches("sha256-");
-        format!("{}{}", &cleaned[..room - 17], &digest[..17])
+        let digest = &digest.trim_start_matches("sha256-")[..16];
+        let keep = cleaned.len().min(room - 17);
+        format!("{}-{digest}", &cleaned[..keep])
     };
     format!("{prefix}{stem}.fifo")
 }
@@ -338,7 +345,7 @@ async fn queue_url(
             .send()
             .await;
         match created {
-            Ok(answer) => return Ok(answer.queue_url.unwrap_or_default()),
+            Ok(answer) => return answer.queue_url.ok_or_else(|| no_url("CreateQueue", name)),
             // Made before with other attributes: use it as it is.
             Err(e) if aws::error_code(&e) == Some("QueueAlreadyExists") => {}
             Err(e) => return Err(ClusterError::queue("CreateQueue", name, &e)),
@@ -350,7 +357,15 @@ async fn queue_url(
         .send()
         .await
         .map_err(|e| ClusterError::queue("GetQueueUrl", name, &e))?;
-    Ok(answer.queue_url.unwrap_or_default())
+    answer.queue_url.ok_or_else(|| no_url("GetQueueUrl", name))
+}
+
+fn no_url(call: &'static str, name: &str) -> ClusterError {
+    ClusterError::Refused {
+        call,
+        queue: name.to_string(),
+        reason: "the answer names no queue URL".into(),
+    }
 }
 
 #[cfg(test)]
@@ -360,7 +375,17 @@ mod tests {
     #[test]
     fn queue_names_are_what_sqs_takes() {
         assert_eq!(queue_name("r-", "pg-1"), "r-pg-1.fifo");
-        assert_eq!(queue_name("r-", "to pg.main"), "r-to_pg_main.fifo");
+        let dotted = queue_name("r-", "pg.main");
+        assert!(
+            dotted.starts_with("r-pg_main-") && dotted.ends_with(".fifo"),
+            "{dotted}"
+        );
+        assert_ne!(
+            dotted,
+            queue_name("r-", "pg_main"),
+            "two ids never share a queue"
+        );
+        assert_ne!(queue_name("r-", "intake"), "r-intake.fifo");
         let long = queue_name("r-", &"x".repeat(100));
         assert_eq!(long.len(), 80);
         assert_ne!(long, queue_name("r-", &"x".repeat(101)));

@@ -4,14 +4,15 @@
 //! wait out the clock skew on their own tasks, so the next receive does not wait for them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{JoinError, JoinSet};
 
-use super::queues::{Outgoing, Received};
+use super::queues::{MAX_MESSAGE_BYTES, Outgoing};
 use super::refresh::Refresh;
 use super::{Accepted, Cluster, ClusterError, Envelope};
-use crate::delivery::RouteIndex;
+use crate::delivery::{Backoff, DeliveryPolicy, RouteIndex, for_outage};
 use crate::event::StoredEvent;
 
 /// A replicator's queue and which events its routes take.
@@ -81,7 +82,10 @@ fn report_release(cluster: &Cluster, done: Result<Result<(), ClusterError>, Join
     }
 }
 
-/// One receive: versions given and events fanned out; `None` when nothing came.
+/// One receive: versions given and events fanned out; `None` when nothing came. What fails
+/// on the way (reading a captured record again, a replicator's queue refusing) is tried again
+/// in place with the round's intake messages kept hidden, never handed back: the versions
+/// already sent stand, and no queue gets a second copy under another version.
 async fn round(
     cluster: &Cluster,
     destinations: &[Destination],
@@ -94,29 +98,41 @@ async fn round(
     }
     let mut fan_out: HashMap<&str, Vec<Outgoing>> = HashMap::new();
     let mut newest = 0;
+    // All kept hidden while anything is retried; the readable ones deleted at the end.
+    let hidden: Vec<String> = received.iter().map(|m| m.receipt.clone()).collect();
+    let mut receipts = Vec::with_capacity(received.len());
     for message in &received {
         let accepted: Accepted = match serde_json::from_str(&message.body) {
             Ok(a) => a,
+            // Left alone: it shows again after the visibility timeout, maybe to a host that
+            // reads it (one of a newer version during an upgrade).
             Err(e) => {
-                // Only hosts write here; a message that is not theirs is dropped, loudly.
-                tracing::error!(error = %e, "a message on the intake queue is not an accepted event; deleted");
+                cluster.report("sequencer", Err(&ClusterError::Unreadable(e)));
                 continue;
             }
         };
+        receipts.push(message.receipt.clone());
         let event = match &accepted.captured {
-            Some(source) => match refresh.apply(source, accepted.event).await {
-                Ok(event) => event,
-                Err(e) => {
-                    let _ = queues
-                        .extend(&queues.intake, &receipts_of(&received), Duration::ZERO)
-                        .await;
-                    return Err(ClusterError::Refresh(e));
+            Some(source) => {
+                let refreshed = until_done(cluster, &hidden, || async {
+                    refresh
+                        .apply(source, accepted.event.clone())
+                        .await
+                        .map_err(ClusterError::Refresh)
+                })
+                .await;
+                // Grown past what a message holds: the state captured stands.
+                if fits(&refreshed) {
+                    refreshed
+                } else {
+                    tracing::warn!(resource = %refreshed.resource, id = %refreshed.id, "a captured record read again is too large for a message; the state captured is sent");
+                    accepted.event
                 }
-            },
+            }
             None => accepted.event,
         };
         // A backfill's copies go below its start: a live change made since wins at every
-        // guarded destination, whichever arrives first. Distinct, so each is acked alone.
+        // guarded destination, whichever arrives first. Spread, so that few share a version.
         let version = match &accepted.backfill {
             Some(tag) => tag
                 .since
@@ -155,23 +171,55 @@ async fn round(
             ));
         }
     }
-    let sent = futures::future::join_all(
-        fan_out
-            .into_iter()
-            .map(|(queue, messages)| queues.send(queue, messages)),
-    )
+    futures::future::join_all(fan_out.into_iter().map(|(queue, messages)| {
+        let hidden = &hidden;
+        until_done(cluster, hidden, move || {
+            let messages = messages.clone();
+            async move { queues.send(queue, messages).await }
+        })
+    }))
     .await;
-    let receipts = receipts_of(&received);
-    if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
-        // Handed back at once; what was sent is deduplicated when sent again.
-        let _ = queues
-            .extend(&queues.intake, &receipts, Duration::ZERO)
-            .await;
-        return Err(e);
-    }
     Ok(Some(Release { newest, receipts }))
 }
 
-fn receipts_of(received: &[Received]) -> Vec<String> {
-    received.iter().map(|m| m.receipt.clone()).collect()
+/// Whether an event still fits in a message once versioned (a generous allowance for the
+/// envelope around it).
+fn fits(event: &crate::event::Event) -> bool {
+    serde_json::to_vec(event).is_ok_and(|b| b.len() + 1024 <= MAX_MESSAGE_BYTES)
+}
+
+/// Runs `attempt` until it works. Meanwhile the round's intake messages stay hidden, so no
+/// other host versions their keys' next events, and each failure shows in status, metrics
+/// and the stream.
+async fn until_done<T, F, Fut>(cluster: &Cluster, receipts: &[String], mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClusterError>>,
+{
+    let mut delays: Option<Backoff> = None;
+    loop {
+        let e = match attempt().await {
+            Ok(done) => return done,
+            Err(e) => e,
+        };
+        cluster.report("sequencer", Err(&e));
+        let queues = &cluster.queues;
+        let hidden = queues
+            .extend(&queues.intake, receipts, queues.visibility())
+            .await;
+        if let Err(e) = hidden {
+            cluster.report("sequencer", Err(&e));
+        }
+        let delay = delays
+            .get_or_insert_with(|| {
+                for_outage(&DeliveryPolicy {
+                    retry_delay: Duration::from_millis(200),
+                    max_retry_delay: Duration::from_secs(30),
+                    ..DeliveryPolicy::default()
+                })
+            })
+            .next()
+            .unwrap_or(Duration::from_secs(30));
+        tokio::time::sleep(delay).await;
+    }
 }

@@ -200,11 +200,6 @@ impl SharedState {
         }
         Ok(out)
     }
-
-    /// Requests made to the state database so far.
-    pub fn requests(&self) -> u64 {
-        self.store.requests()
-    }
 }
 
 /// `<id, 20 digits>-<replicator, encoded>.json`: listed in id order.

@@ -77,8 +77,6 @@ pub struct Pipeline {
     journal: Arc<Journal>,
     /// Set in cluster mode.
     cluster: Option<Arc<Cluster>>,
-    /// In cluster mode: each running replicator's feed on this host.
-    feeds: Vec<Arc<Feed>>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     background: Vec<JoinHandle<()>>,
 }
@@ -182,7 +180,7 @@ impl Pipeline {
                     feed: feed.clone(),
                 });
                 let counters = ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone());
-                workers.push(tokio::spawn(supervise(worker, counters)));
+                workers.push(tokio::spawn(supervise(worker, counters, feed.clone())));
                 if let Some(feed) = feed {
                     feeds.push((r.id.clone(), feed.clone()));
                     background.push(tokio::spawn(feed.run()));
@@ -233,9 +231,8 @@ impl Pipeline {
                 .collect();
             let destinations = Arc::new(destinations);
             let refresh = Arc::new(Refresh::new(&config.sources));
-            let watched: Vec<(String, Arc<Feed>)> = feeds.clone();
             background.push(tokio::spawn(cluster.clone().keep_watch(move || {
-                watched
+                feeds
                     .iter()
                     .map(|(id, f)| (id.clone(), f.held() as u64))
                     .collect()
@@ -266,7 +263,6 @@ impl Pipeline {
             replicators,
             journal,
             cluster,
-            feeds: feeds.into_iter().map(|(_, f)| f).collect(),
             workers: std::sync::Mutex::new(workers),
             background,
         })
@@ -350,9 +346,6 @@ impl Pipeline {
         for t in workers {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        for feed in &self.feeds {
-            feed.release().await;
-        }
     }
 }
 
@@ -378,9 +371,14 @@ fn plugins(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Arc<Plugins>, 
 }
 
 /// Runs a worker; if it ever ends by a panic, the replicator says so everywhere (its records
-/// stay in the journal, and a restart delivers them).
-async fn supervise(worker: Worker, counters: ReplicatorCounters) {
-    let Err(e) = tokio::spawn(worker.run()).await else {
+/// stay in the journal, and a restart delivers them). In cluster mode, once the worker ended
+/// (stopped or panicked) its feed hands what it held back to the other hosts.
+async fn supervise(worker: Worker, counters: ReplicatorCounters, feed: Option<Arc<Feed>>) {
+    let ended = tokio::spawn(worker.run()).await;
+    if let Some(feed) = feed {
+        feed.close(true).await;
+    }
+    let Err(e) = ended else {
         return;
     };
     let reason = format!("the delivery worker stopped: {e}; restart the host to resume");

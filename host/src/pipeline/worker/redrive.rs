@@ -43,6 +43,31 @@ impl Redrives {
         }
     }
 
+    /// A redrive whose route is gone. In cluster mode its message is deleted once the dead
+    /// letter is back in the shared state (so its key is not held forever and it stays in
+    /// sight); the journal keeps it in its redrive queue.
+    fn unroutable(&self, entry: DeadLetter) {
+        let RedriveQueue::Cluster(feed) = &self.queue else {
+            return;
+        };
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            let cluster = feed.cluster();
+            let version = entry.sequence;
+            match cluster
+                .state
+                .put_dead_letter(entry, || cluster.clock.next())
+                .await
+            {
+                Ok(_) => feed.done(vec![version]),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot put back a dead letter whose route is gone; its message goes back to the queue");
+                    feed.hand_back(vec![version]).await;
+                }
+            }
+        });
+    }
+
     /// Removes a finished entry from its queue, in the background.
     fn close(&self, redriven: Redriven) {
         match &self.queue {
@@ -83,6 +108,7 @@ impl Worker {
                 .position(|r| r.resource == *route_key && r.destination == entry.destination);
             let Some(route) = route else {
                 tracing::warn!(replicator = %s.id, dead_letter = entry.id, "redrive skipped: the route no longer exists");
+                self.redrives.unroutable(entry);
                 continue;
             };
             let redriven = Redriven {
