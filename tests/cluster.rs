@@ -238,6 +238,10 @@ async fn dead_letters_are_shared_and_redriven_from_another_host() {
     .await;
     let hook = &status["replicators"][0];
     assert_eq!(hook["deadLettered"], 1, "{status}");
+    for h in status["cluster"]["hosts"].as_array().unwrap() {
+        assert!(h["replicators"]["hook"]["held"].is_u64(), "{status}");
+        assert!(h["replicators"]["hook"]["lagSeconds"].is_f64(), "{status}");
+    }
     let printed = std::process::Command::new(binary())
         .args(["status", "--url", &a.url("")])
         .output()

@@ -66,7 +66,7 @@ pub struct ReplicatorStatus {
     pub dead_lettered: u64,
     /// Events accepted and not yet done by this replicator.
     pub backlog: u64,
-    /// Age of the oldest event it has not finished.
+    /// Age of the oldest event it has not finished (in cluster mode: on any host alive).
     pub lag_seconds: f64,
     pub cursor: u64,
     pub last_error: Option<String>,
@@ -115,8 +115,18 @@ pub struct HostStatus {
     pub seen_seconds_ago: f64,
     /// Whether it wrote a heartbeat within the last three periods.
     pub alive: bool,
-    /// Messages it holds per replicator.
-    pub held: std::collections::BTreeMap<String, u64>,
+    /// What it does for each replicator.
+    pub replicators: std::collections::BTreeMap<String, HostReplicator>,
+}
+
+/// One replicator's work on one host.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostReplicator {
+    /// Messages received and not yet done.
+    pub held: u64,
+    /// Age of the oldest of them.
+    pub lag_seconds: f64,
 }
 
 /// Cluster mode: this host, the hosts seen, and the intake queue.
@@ -172,6 +182,10 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
             .map(|r| r.destination_health()),
     )
     .await;
+    let cluster = match &app.cluster {
+        Some(c) => Some(cluster_status(c, now, state_error).await),
+        None => None,
+    };
     let mut replicators = Vec::new();
     for (r, destination_health) in app.pipeline.replicators().iter().zip(healths) {
         let s = &r.stats;
@@ -188,7 +202,14 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
                 Some(c) => c.backlog(&r.id),
                 None => head.saturating_sub(s.cursor()),
             },
-            lag_seconds: lag_seconds(oldest, now),
+            lag_seconds: cluster.as_ref().map_or(lag_seconds(oldest, now), |c| {
+                c.hosts
+                    .iter()
+                    .filter(|h| h.alive)
+                    .filter_map(|h| h.replicators.get(&r.id))
+                    .map(|w| w.lag_seconds)
+                    .fold(lag_seconds(oldest, now), f64::max)
+            }),
             cursor: s.cursor(),
             last_error: s.last_error(),
             destination_health,
@@ -215,10 +236,6 @@ pub async fn status(State(app): State<Arc<AppState>>) -> Result<Json<Status>, Ap
         .as_ref()
         .map(|p| p.status())
         .unwrap_or_default();
-    let cluster = match &app.cluster {
-        Some(c) => Some(cluster_status(c, now, state_error).await),
-        None => None,
-    };
     Ok(Json(Status {
         cluster,
         replicators,
@@ -251,7 +268,17 @@ async fn cluster_status(c: &Cluster, now: i64, state_error: Option<String>) -> C
             seen_seconds_ago: (now - h.seen_at_ms).max(0) as f64 / 1000.0,
             host_id: h.host_id,
             started_at: h.started_at,
-            held: h.held,
+            replicators: h
+                .replicators
+                .into_iter()
+                .map(|(id, w)| {
+                    let work = HostReplicator {
+                        held: w.held,
+                        lag_seconds: lag_seconds(w.oldest_pending_ms, now),
+                    };
+                    (id, work)
+                })
+                .collect(),
         })
         .collect();
     ClusterStatus {

@@ -526,15 +526,21 @@ fn print_cluster(c: &serde_json::Value) {
             .unwrap_or_default()
     );
     println!(
-        "{:<32} {:<6} {:>10} {:<25}  held per replicator",
+        "{:<32} {:<6} {:>10} {:<25}  per replicator",
         "host", "alive", "seen s ago", "started at"
     );
     for h in c["hosts"].as_array().into_iter().flatten() {
-        let held: Vec<String> = h["held"]
+        let held: Vec<String> = h["replicators"]
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(r, n)| format!("{r}: {n}"))
+            .map(|(r, w)| {
+                format!(
+                    "{r}: {} held, lag {:.1} s",
+                    w["held"],
+                    w["lagSeconds"].as_f64().unwrap_or(0.0)
+                )
+            })
             .collect();
         println!(
             "{:<32} {:<6} {:>10.1} {:<25}  {}",

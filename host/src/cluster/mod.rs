@@ -24,7 +24,7 @@ use crate::journal::DeadLetter;
 use clock::Clock;
 use metrics::{ClusterMetrics, QueueLabel, TaskLabel};
 use queues::{Depth, Outgoing, Queues};
-use state::SharedState;
+use state::{HostWork, SharedState};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -259,8 +259,8 @@ impl Cluster {
     }
 
     /// Measures each queue's depth every few seconds, and writes this host's heartbeat
-    /// (`held` tells how many messages each replicator holds here) every [`HEARTBEAT`].
-    pub async fn keep_watch(self: Arc<Self>, held: impl Fn() -> BTreeMap<String, u64>) {
+    /// (`work` tells what each replicator does here) every [`HEARTBEAT`].
+    pub async fn keep_watch(self: Arc<Self>, work: impl Fn() -> BTreeMap<String, HostWork>) {
         let mut tick = tokio::time::interval(MEASURE);
         let mut last_beat: Option<std::time::Instant> = None;
         loop {
@@ -297,7 +297,7 @@ impl Cluster {
                 host_id: self.config.host_id.clone(),
                 started_at: self.started_at.clone(),
                 seen_at_ms: chrono::Utc::now().timestamp_millis(),
-                held: held(),
+                replicators: work(),
             };
             if let Err(e) = self.state.beat(&heartbeat).await {
                 self.report("heartbeat", Err(&ClusterError::State(e)));

@@ -15,14 +15,24 @@ const HOSTS: &str = "replicator-cluster/hosts/";
 const PAGE: usize = 1000;
 
 /// A host's heartbeat, written every few seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
     pub host_id: String,
     pub started_at: String,
     pub seen_at_ms: i64,
-    /// Messages this host holds per replicator (received, not yet done).
-    pub held: BTreeMap<String, u64>,
+    /// What this host is doing for each replicator.
+    pub replicators: BTreeMap<String, HostWork>,
+}
+
+/// One replicator's work on one host.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostWork {
+    /// Messages received and not yet done.
+    pub held: u64,
+    /// When the oldest of them was accepted (ms since the epoch; 0: none).
+    pub oldest_pending_ms: i64,
 }
 
 pub struct SharedState {

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::feed::Feed;
 use crate::cluster::refresh::Refresh;
 use crate::cluster::sequencer::{self, Destination};
+use crate::cluster::state::HostWork;
 use crate::cluster::{Cluster, forwarder};
 use crate::config::{Config, DriverKind, JournalConfig};
 use crate::delivery::RouteIndex;
@@ -182,7 +183,7 @@ impl Pipeline {
                 let counters = ReplicatorCounters::new(&r.id, stats.clone(), telemetry.clone());
                 workers.push(tokio::spawn(supervise(worker, counters, feed.clone())));
                 if let Some(feed) = feed {
-                    feeds.push((r.id.clone(), feed.clone()));
+                    feeds.push((r.id.clone(), feed.clone(), stats.clone()));
                     background.push(tokio::spawn(feed.run()));
                 }
                 (Some(tx), Some(driver))
@@ -234,7 +235,16 @@ impl Pipeline {
             background.push(tokio::spawn(cluster.clone().keep_watch(move || {
                 feeds
                     .iter()
-                    .map(|(id, f)| (id.clone(), f.held() as u64))
+                    .map(|(id, f, stats)| {
+                        let work = HostWork {
+                            held: f.held() as u64,
+                            oldest_pending_ms: stats
+                                .oldest_pending_ms
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                                as i64,
+                        };
+                        (id.clone(), work)
+                    })
                     .collect()
             })));
             for _ in 0..cluster.config.sequencers {
