@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use utoipa::ToSchema;
 
 use crate::journal::{DeadLetter, DeadLetterFilter};
 use crate::s3db::Connection;
@@ -26,7 +25,7 @@ pub struct Heartbeat {
 }
 
 /// One replicator's work on one host.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostWork {
     /// Messages received and not yet done.
