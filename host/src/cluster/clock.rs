@@ -25,6 +25,12 @@ impl Clock {
         *last
     }
 
+    /// A version below every one any host gives from now on, if clocks differ by at most
+    /// `maxClockSkew`.
+    pub fn behind_every_host(&self) -> u64 {
+        self.next().saturating_sub(self.max_skew.as_micros() as u64)
+    }
+
     /// Returns once every host's clock reads past `version`, if clocks differ by at most
     /// `maxClockSkew`. A key's next event can only be taken after this host lets go of the
     /// key (deletes its intake message), so whichever host versions it gets a larger version.
@@ -57,5 +63,6 @@ mod tests {
         assert!(now_micros() > b + 5_000);
         let other_host = Clock::new(Duration::ZERO);
         assert!(other_host.next() > b, "a later host's version is larger");
+        assert!(clock.behind_every_host() < other_host.next());
     }
 }

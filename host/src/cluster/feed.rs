@@ -17,11 +17,9 @@ pub struct Feed {
     queue: String,
     /// Received, not yet taken by the worker.
     inbox: Mutex<VecDeque<Envelope>>,
-    /// The receipt of each message held, by version: one message per version, so the worker's
-    /// "done with this version" names exactly one message.
-    held: Mutex<HashMap<u64, String>>,
+    held: Mutex<Held>,
     capacity: usize,
-    /// Counts receipts; the worker wakes on it.
+    /// Counts messages given to the worker; the worker wakes on it.
     arrived: watch::Sender<u64>,
     room: Notify,
     /// Receiving starts once the worker's destination is ready.
@@ -30,9 +28,9 @@ pub struct Feed {
     closed: CancellationToken,
 }
 
-/// How long a message whose version this host already holds is put off: until the other one
-/// is done (two hosts may give one version to two keys' events in the same microsecond).
-const PUT_OFF: Duration = Duration::from_secs(2);
+/// The receipts of the messages a feed holds, by version: one message per version, so the
+/// worker's "done with this version" names one message.
+type Held = HashMap<u64, String>;
 
 impl Feed {
     pub fn new(cluster: Arc<Cluster>, replicator: &str, capacity: usize) -> Arc<Feed> {
@@ -92,20 +90,20 @@ impl Feed {
     pub async fn close(&self, hand_back: bool) {
         self.closed.cancel();
         if hand_back {
-            let versions: Vec<u64> = self
-                .held
-                .lock()
-                .expect("feed lock")
-                .keys()
-                .copied()
+            let receipts: Vec<String> = std::mem::take(&mut *self.held.lock().expect("feed lock"))
+                .into_values()
                 .collect();
-            self.hand_back(versions).await;
+            self.send_back(receipts).await;
         }
     }
 
     /// Hands these versions' messages back to the queue at once, to be received again.
     pub async fn hand_back(&self, versions: Vec<u64>) {
         let receipts = self.forget(&versions);
+        self.send_back(receipts).await;
+    }
+
+    async fn send_back(&self, receipts: Vec<String>) {
         if receipts.is_empty() {
             return;
         }
@@ -118,7 +116,7 @@ impl Feed {
             .report("feed hand-back", handed.as_ref().map(|_| ()));
     }
 
-    /// No longer holds these versions; their receipts.
+    /// No longer holds these versions' messages; their receipts.
     fn forget(&self, versions: &[u64]) -> Vec<String> {
         let receipts: Vec<String> = {
             let mut held = self.held.lock().expect("feed lock");
@@ -164,10 +162,9 @@ impl Feed {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
-            let mut taken = 0;
-            let mut put_off = Vec::new();
+            let mut given = 0;
             for m in received {
-                let envelope: Envelope = match serde_json::from_str(&m.body) {
+                let mut envelope: Envelope = match serde_json::from_str(&m.body) {
                     Ok(e) => e,
                     // Left alone: it shows again after the visibility timeout, maybe to a
                     // host that reads it (one of a newer version during an upgrade).
@@ -177,32 +174,16 @@ impl Feed {
                         continue;
                     }
                 };
-                let version = match &envelope {
-                    Envelope::Event(e) => e.sequence,
-                    Envelope::Redrive(d) => d.sequence,
-                };
                 {
                     let mut held = self.held.lock().expect("feed lock");
-                    if held.contains_key(&version) {
-                        put_off.push(m.receipt);
-                        continue;
-                    }
+                    let version = unique_version(&mut envelope, &held);
                     held.insert(version, m.receipt);
                 }
                 self.inbox.lock().expect("feed lock").push_back(envelope);
-                taken += 1;
+                given += 1;
             }
-            if !put_off.is_empty() {
-                let extended = self
-                    .cluster
-                    .queues
-                    .extend(&self.queue, &put_off, PUT_OFF)
-                    .await;
-                self.cluster
-                    .report("feed extend", extended.as_ref().map(|_| ()));
-            }
-            if taken > 0 {
-                self.arrived.send_modify(|n| *n += taken);
+            if given > 0 {
+                self.arrived.send_modify(|n| *n += given);
             }
         }
     }
@@ -236,5 +217,49 @@ impl Feed {
             self.cluster
                 .report("feed extend", extended.as_ref().map(|_| ()));
         }
+    }
+}
+
+/// The envelope's version, made one this feed does not hold. Two hosts may give one version
+/// to two keys' events in the same microsecond; the later one held here takes the next free
+/// microsecond. Safe for order: a key's neighbouring versions are a commit wait (milliseconds)
+/// away; a redelivery may so carry a slightly different version of the same change, which a
+/// guard takes as what it is, the same state again.
+fn unique_version(envelope: &mut Envelope, held: &Held) -> u64 {
+    let mut version = match envelope {
+        Envelope::Event(e) => e.sequence,
+        Envelope::Redrive(d) => d.sequence,
+    };
+    while held.contains_key(&version) {
+        version += 1;
+    }
+    match envelope {
+        Envelope::Event(e) => e.sequence = version,
+        Envelope::Redrive(d) => {
+            d.sequence = version;
+            d.event.sequence = version;
+        }
+    }
+    version
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::records::fixtures;
+
+    #[test]
+    fn a_version_held_already_becomes_the_next_free_one() {
+        let mut held = Held::new();
+        let mut first = Envelope::Redrive(Box::new(fixtures::dead_letter("r", "u1")));
+        let v = unique_version(&mut first, &held);
+        held.insert(v, "a".into());
+        held.insert(v + 1, "b".into());
+        let mut second = Envelope::Redrive(Box::new(fixtures::dead_letter("r", "u2")));
+        assert_eq!(unique_version(&mut second, &held), v + 2);
+        let Envelope::Redrive(d) = second else {
+            unreachable!()
+        };
+        assert_eq!((d.sequence, d.event.sequence), (v + 2, v + 2));
     }
 }

@@ -54,13 +54,9 @@ impl Backfills {
     ) -> Result<Backfill, JournalError> {
         let b = Backfill {
             id: 0,
-            // Every host's clock reads past this by now, so a live change made from now on
-            // gets a larger version wherever it is versioned.
+            // A live change made from now on gets a larger version wherever it is versioned.
             since: match &self.cluster {
-                Some(c) => c
-                    .clock
-                    .next()
-                    .saturating_sub(c.config.max_clock_skew.as_micros() as u64),
+                Some(c) => c.clock.behind_every_host(),
                 None => self.journal.head(),
             },
             replicators,
