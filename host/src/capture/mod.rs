@@ -18,7 +18,7 @@ use source::Source;
 use stats::{Part, SourceCounters, SourceStats};
 
 use crate::config::SourceConfig;
-use crate::delivery::{Backoff, DeliveryPolicy, for_outage};
+use crate::delivery::{Backoff, for_background_outage};
 use crate::journal::Journal;
 use crate::pipeline::telemetry::Telemetry;
 use crate::s3db::Database;
@@ -156,13 +156,7 @@ impl Outage {
     async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
         let delay = self
             .0
-            .get_or_insert_with(|| {
-                for_outage(&DeliveryPolicy {
-                    retry_delay: Duration::from_millis(200),
-                    max_retry_delay: Duration::from_secs(30),
-                    ..DeliveryPolicy::default()
-                })
-            })
+            .get_or_insert_with(for_background_outage)
             .next()
             .unwrap_or(Duration::from_secs(30));
         pause(delay, shutdown).await

@@ -12,7 +12,7 @@ use tokio::task::{JoinError, JoinSet};
 use super::queues::{MAX_MESSAGE_BYTES, Outgoing};
 use super::refresh::Refresh;
 use super::{Accepted, Cluster, ClusterError, Envelope};
-use crate::delivery::{Backoff, DeliveryPolicy, RouteIndex, for_outage};
+use crate::delivery::{Backoff, RouteIndex, for_background_outage};
 use crate::event::StoredEvent;
 
 /// A replicator's queue and which events its routes take.
@@ -211,13 +211,7 @@ where
             cluster.report("sequencer", Err(&e));
         }
         let delay = delays
-            .get_or_insert_with(|| {
-                for_outage(&DeliveryPolicy {
-                    retry_delay: Duration::from_millis(200),
-                    max_retry_delay: Duration::from_secs(30),
-                    ..DeliveryPolicy::default()
-                })
-            })
+            .get_or_insert_with(for_background_outage)
             .next()
             .unwrap_or(Duration::from_secs(30));
         tokio::time::sleep(delay).await;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::StoredEvent;
-pub use policy::{Backoff, DeliveryPolicy, RetryStrategy, for_outage, for_retries};
+pub use policy::{
+    Backoff, DeliveryPolicy, RetryStrategy, for_background_outage, for_outage, for_retries,
+};
 pub use route::{ANY_RESOURCE, ActionSet, Route, RouteIndex, TransformRef};
 
 /// Where a driver's own background work (BigQuery's MERGE of staged changes) reports, so the

@@ -84,6 +84,16 @@ pub fn for_retries(policy: &DeliveryPolicy) -> Backoff {
     }
 }
 
+/// Delays between failed rounds of the host's own background work (capture, the cluster's
+/// sequencer): an outage, from 200 ms doubling to 30 s, with jitter.
+pub fn for_background_outage() -> Backoff {
+    for_outage(&DeliveryPolicy {
+        retry_delay: Duration::from_millis(200),
+        max_retry_delay: Duration::from_secs(30),
+        ..DeliveryPolicy::default()
+    })
+}
+
 /// Delays while a destination is unreachable: they do not spend attempts, so they grow to the cap.
 pub fn for_outage(policy: &DeliveryPolicy) -> Backoff {
     Box::new(
